@@ -1,0 +1,1 @@
+"""LibroBot bringup: start the node graph from launch files or from Python."""

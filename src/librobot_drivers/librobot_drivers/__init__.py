@@ -1,0 +1,1 @@
+"""LibroBot drivers: ROS-free robot classes and embodiment specs; the driver node in driver_node."""

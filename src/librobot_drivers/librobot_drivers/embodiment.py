@@ -1,0 +1,232 @@
+"""Embodiment specs: one YAML per robot, read by the driver, the converter, the trainer and the node.
+
+ROS-free on purpose (no rclpy, no messages): training code imports it.
+
+    >>> spec = load_embodiment("so100")
+    >>> spec.joint_names[0]
+    'shoulder_pan_joint'
+    >>> spec.canonical_joint_name("shoulder_pan")
+    'shoulder_pan_joint'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from librobot_drivers.resources import share_path
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    lower: float
+    upper: float
+    velocity: float
+    effort: float
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.lower < self.upper:
+            raise ValueError(
+                f"joint {self.name!r}: lower limit {self.lower} must be below upper limit {self.upper}"
+            )
+        if self.velocity <= 0:
+            raise ValueError(f"joint {self.name!r}: velocity limit {self.velocity} must be > 0")
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    topic: str
+    width: int
+    height: int
+    rate_hz: float
+    optional: bool = False
+
+    @property
+    def compressed_topic(self) -> str:
+        """image_transport's name for the JPEG/PNG stream of this camera."""
+        return f"{self.topic}/compressed"
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    name: str
+    description: str
+    control_rate_hz: float
+    joint_states_rate_hz: float
+    joints: tuple[JointSpec, ...]
+    cameras: tuple[CameraSpec, ...]
+    topics: Mapping[str, str]
+    controller_name: str
+    controller_type: str
+    action_type: str
+    _alias_to_name: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.control_rate_hz <= 0:
+            raise ValueError(f"{self.name}: control_rate_hz {self.control_rate_hz} must be > 0")
+        lookup: dict[str, str] = {}
+        for joint in self.joints:
+            for key in (joint.name, *joint.aliases):
+                if key in lookup and lookup[key] != joint.name:
+                    raise ValueError(
+                        f"{self.name}: name {key!r} refers to both {lookup[key]!r} and {joint.name!r}"
+                    )
+                lookup[key] = joint.name
+        object.__setattr__(self, "_alias_to_name", lookup)
+
+    # -- joints --------------------------------------------------------------------------------
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    @property
+    def dof(self) -> int:
+        return len(self.joints)
+
+    @property
+    def lower_limits(self) -> np.ndarray:
+        return np.array([j.lower for j in self.joints], dtype=np.float64)
+
+    @property
+    def upper_limits(self) -> np.ndarray:
+        return np.array([j.upper for j in self.joints], dtype=np.float64)
+
+    @property
+    def velocity_limits(self) -> np.ndarray:
+        return np.array([j.velocity for j in self.joints], dtype=np.float64)
+
+    @property
+    def control_period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def canonical_joint_name(self, name: str) -> str:
+        """The ROS joint name for `name`, which may be an alias (e.g. LeRobot's `shoulder_pan`)."""
+        try:
+            return self._alias_to_name[name]
+        except KeyError:
+            raise KeyError(
+                f"{self.name}: unknown joint {name!r}; expected one of {self.joint_names} "
+                f"or their aliases"
+            ) from None
+
+    def joint_index(self, names: Sequence[str]) -> np.ndarray:
+        """For each joint of this embodiment (in order), its index in `names`.
+
+        `names` may use aliases and extra joints; every embodiment joint must appear.
+        """
+        position: dict[str, int] = {}
+        for i, n in enumerate(names):
+            canonical = self._alias_to_name.get(n)
+            if canonical is not None:
+                position[canonical] = i
+        missing = [j for j in self.joint_names if j not in position]
+        if missing:
+            raise KeyError(
+                f"{self.name}: joints {missing} missing from {list(names)} "
+                f"(aliases accepted: {[a for j in self.joints for a in j.aliases]})"
+            )
+        return np.array([position[j] for j in self.joint_names], dtype=np.intp)
+
+    def clip(self, positions: np.ndarray) -> np.ndarray:
+        """Clamp joint positions (..., dof) into the joint limits."""
+        return np.clip(positions, self.lower_limits, self.upper_limits)
+
+    # -- cameras / topics ---------------------------------------------------------------------
+    def camera(self, name: str) -> CameraSpec:
+        for cam in self.cameras:
+            if cam.name == name:
+                return cam
+        raise KeyError(f"{self.name}: unknown camera {name!r}; expected one of {self.camera_names}")
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    @property
+    def required_cameras(self) -> list[CameraSpec]:
+        return [c for c in self.cameras if not c.optional]
+
+    @property
+    def command_topic(self) -> str:
+        return f"/{self.controller_name}/joint_trajectory"
+
+    def topic(self, key: str) -> str:
+        try:
+            return self.topics[key]
+        except KeyError:
+            raise KeyError(
+                f"{self.name}: no topic {key!r}; expected one of {sorted(self.topics)}"
+            ) from None
+
+
+def embodiment_from_dict(data: Mapping) -> Embodiment:
+    """Build and validate an Embodiment from the YAML mapping."""
+    try:
+        joints = tuple(
+            JointSpec(
+                name=j["name"],
+                lower=float(j["lower"]),
+                upper=float(j["upper"]),
+                velocity=float(j["velocity"]),
+                effort=float(j["effort"]),
+                aliases=tuple(j.get("aliases", ())),
+            )
+            for j in data["joints"]
+        )
+        cameras = tuple(
+            CameraSpec(
+                name=c["name"],
+                topic=c["topic"],
+                width=int(c["width"]),
+                height=int(c["height"]),
+                rate_hz=float(c["rate_hz"]),
+                optional=bool(c.get("optional", False)),
+            )
+            for c in data.get("cameras", ())
+        )
+        return Embodiment(
+            name=data["name"],
+            description=data.get("description", ""),
+            control_rate_hz=float(data["control_rate_hz"]),
+            joint_states_rate_hz=float(data.get("joint_states_rate_hz", 100.0)),
+            joints=joints,
+            cameras=cameras,
+            topics=dict(data.get("topics", {})),
+            controller_name=data["controller"]["name"],
+            controller_type=data["controller"]["type"],
+            action_type=data["action"]["type"],
+        )
+    except KeyError as err:
+        raise ValueError(f"embodiment spec is missing the field {err.args[0]!r}") from None
+
+
+def available_embodiments() -> list[str]:
+    return sorted(p.stem for p in share_path("config", "embodiments").glob("*.yaml"))
+
+
+def load_embodiment(name_or_path: str | Path) -> Embodiment:
+    """Load a spec by robot name (`so100`) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = share_path("config", "embodiments", f"{name_or_path}.yaml")
+        if not path.is_file():
+            raise ValueError(
+                f"unknown embodiment {str(name_or_path)!r}; expected one of {available_embodiments()} "
+                "or a path to a YAML file"
+            )
+    elif not path.is_file():
+        raise FileNotFoundError(f"embodiment spec {path} does not exist")
+    with open(path) as f:
+        return embodiment_from_dict(yaml.safe_load(f))
+
+
+def reorder(values: np.ndarray, names: Iterable[str], spec: Embodiment) -> np.ndarray:
+    """Take (..., len(names)) values given in `names` order into the spec's joint order."""
+    return np.asarray(values)[..., spec.joint_index(list(names))]

@@ -1,0 +1,110 @@
+"""The hardware interface every robot implements, real or simulated. ROS-free.
+
+What a robot offers (joints, cameras) is known from its embodiment spec before `connect()`.
+Every position command passes the same safety filter: clamped into the joint limits and, when
+`max_step` is given, limited in how far it may move from the last command.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from librobot_drivers.embodiment import Embodiment
+
+
+@dataclass(frozen=True)
+class JointReading:
+    """One read of all joints, in the embodiment's joint order and ROS units."""
+
+    position: np.ndarray  # (dof,)
+    velocity: np.ndarray  # (dof,)
+    effort: np.ndarray  # (dof,)
+
+
+class RobotNotConnectedError(RuntimeError):
+    pass
+
+
+class Robot(ABC):
+    """A robot arm (or any joint-position-controlled machine) with cameras."""
+
+    simulated: bool = False
+
+    def __init__(self, spec: Embodiment):
+        self.spec = spec
+        self._last_command: np.ndarray | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    # -- features, known before connect ------------------------------------------------------
+    @property
+    def joint_names(self) -> list[str]:
+        return self.spec.joint_names
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Cameras this robot delivers (a subset of the spec's)."""
+        return [c.name for c in self.spec.required_cameras]
+
+    # -- I/O -------------------------------------------------------------------------------------
+    @abstractmethod
+    def read_joints(self) -> JointReading: ...
+
+    @abstractmethod
+    def read_camera(self, name: str) -> np.ndarray:
+        """The latest frame of camera `name` as (H, W, 3) uint8 RGB."""
+
+    def send_positions(self, positions: np.ndarray, max_step: float | None = None) -> np.ndarray:
+        """Command joint positions after the safety filter; returns what was actually sent."""
+        if not self.is_connected:
+            raise RobotNotConnectedError(f"{self.spec.name}: send_positions before connect()")
+        target = np.asarray(positions, dtype=np.float64)
+        if target.shape != (self.spec.dof,):
+            raise ValueError(
+                f"{self.spec.name}: command of shape {target.shape}, expected ({self.spec.dof},)"
+            )
+        if not np.all(np.isfinite(target)):
+            raise ValueError(f"{self.spec.name}: non-finite command {target.tolist()}")
+        safe = self.spec.clip(target)
+        if max_step is not None and self._last_command is not None:
+            safe = self._last_command + np.clip(safe - self._last_command, -max_step, max_step)
+        self._write_positions(safe)
+        self._last_command = safe
+        return safe
+
+    @abstractmethod
+    def _write_positions(self, positions: np.ndarray) -> None: ...
+
+
+class SimulatedRobot(Robot):
+    """A robot whose time only moves when `step` is called."""
+
+    simulated = True
+
+    @abstractmethod
+    def step(self, dt: float) -> None:
+        """Advance the simulation by `dt` seconds with the last command applied."""
+
+    @property
+    @abstractmethod
+    def time(self) -> float:
+        """Simulated seconds since the last reset."""

@@ -1,0 +1,1 @@
+"""LibroBot policy node: thin rclpy wiring over pure helpers (conversions, chunk scheduling)."""

@@ -1,0 +1,1 @@
+"""LibroBot training: datasets, conversion from rosbag2, training and evaluation. No ROS needed."""
