@@ -17,4 +17,5 @@ setup(
     maintainer_email="maintainers@librobot.dev",
     description="LibroBot policy node: runs a VLA policy on camera and joint-state topics and publishes action chunks.",
     license="Apache-2.0",
+    entry_points={"console_scripts": ["policy_node = librobot_policy_node.policy_node:main"]},
 )

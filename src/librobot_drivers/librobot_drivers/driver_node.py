@@ -1,0 +1,187 @@
+"""One driver node for every robot: joint states and camera images out, joint trajectories in.
+
+The node only wires ROS to a `Robot` (librobot_drivers.robot) and a `TrajectoryFollower` with
+joint_trajectory_controller semantics. A simulated robot also gets episodes: the node resets the
+scene, publishes librobot_msgs/EpisodeEvent and the instruction, and reports success.
+
+    ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_sim -p episodes:=10
+"""
+
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from geometry_msgs.msg import PointStamped
+from librobot_msgs.msg import EpisodeEvent
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from librobot_drivers import messages
+from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule, Phase
+from librobot_drivers.robots import make_robot
+from librobot_drivers.trajectory import TrajectoryFollower
+
+LATCHED = QoSProfile(
+    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+EPISODE_EVENTS_QOS = QoSProfile(
+    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+MAX_SIM_STEP_S = 0.05  # a late tick never advances the simulation by more than this
+
+
+class DriverNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("driver", **kwargs)
+        robot_name = self.declare_parameter("robot", "so100_sim").value
+        self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
+        servo_rate = self.declare_parameter("servo_rate_hz", 100.0).value
+        camera_names = list(self.declare_parameter("cameras", [""]).value)
+        episodes = self.declare_parameter("episodes", 0).value
+        schedule = EpisodeSchedule(
+            episodes=episodes,
+            first_seed=self.declare_parameter("first_seed", 0).value,
+            time_limit_s=self.declare_parameter("episode_time_limit_s", 15.0).value,
+            success_hold_s=self.declare_parameter("success_hold_s", 0.5).value,
+            pause_s=self.declare_parameter("episode_pause_s", 1.0).value,
+        )
+        self._wait_for_commander = self.declare_parameter("wait_for_commander", True).value
+
+        self.robot = make_robot(robot_name, self.spec)
+        self.robot.connect()
+        self.cameras = [c for c in camera_names if c] or self.robot.camera_names
+        self.follower = TrajectoryFollower(self.robot.read_joints().position)
+        self._max_step = self.spec.velocity_limits / servo_rate * 2.0
+        self._last_tick: float | None = None
+
+        self._joint_pub = self.create_publisher(JointState, self.spec.topic("joint_states"), 10)
+        self._image_pubs = {
+            name: self.create_publisher(Image, self.spec.camera(name).topic, 5)
+            for name in self.cameras
+        }
+        self.create_subscription(JointTrajectory, self.spec.command_topic, self._on_trajectory, 10)
+        self.create_timer(1.0 / servo_rate, self._on_servo_tick)
+        for name in self.cameras:
+            rate = self.spec.camera(name).rate_hz
+            self.create_timer(1.0 / rate, lambda name=name: self._publish_camera(name))
+
+        self.episodes = EpisodeManager(schedule) if self.robot.simulated else EpisodeManager(
+            EpisodeSchedule(episodes=0)
+        )
+        if self.robot.simulated:
+            self._event_pub = self.create_publisher(
+                EpisodeEvent, self.spec.topic("episode_events"), EPISODE_EVENTS_QOS
+            )
+            self._instruction_pub = self.create_publisher(
+                String, self.spec.topic("instruction"), LATCHED
+            )
+            self._object_pub = self.create_publisher(PointStamped, "/sim/object_position", 10)
+            self._instruction_pub.publish(String(data=self.robot.instruction))
+        self.get_logger().info(
+            f"{robot_name}: {self.spec.dof} joints, cameras {self.cameras}, commands on "
+            f"{self.spec.command_topic}, {episodes} episode(s)"
+        )
+
+    # -- commands ------------------------------------------------------------------------------
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            start, tfs, positions, velocities = messages.trajectory_arrays(self.spec, msg)
+            kept = self.follower.set_trajectory(self._now(), start, tfs, positions, velocities)
+        except (KeyError, ValueError) as err:
+            self.get_logger().error(f"rejected trajectory: {err}", throttle_duration_sec=1.0)
+            return
+        if kept == 0:
+            self.get_logger().warn("rejected trajectory: every point is in the past",
+                                   throttle_duration_sec=1.0)
+
+    # -- control loop --------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_servo_tick(self) -> None:
+        now = self._now()
+        target, _ = self.follower.sample(now)
+        self.robot.send_positions(target, max_step=self._max_step)
+        if self.robot.simulated:
+            if self._last_tick is not None:
+                self.robot.step(min(max(now - self._last_tick, 0.0), MAX_SIM_STEP_S))
+            self._last_tick = now
+            self._run_episodes(now)
+        stamp = self.get_clock().now().to_msg()
+        self._joint_pub.publish(messages.joint_state_msg(self.spec, self.robot.read_joints(), stamp))
+
+    def _publish_camera(self, name: str) -> None:
+        stamp = self.get_clock().now().to_msg()
+        frame = self.robot.read_camera(name)
+        self._image_pubs[name].publish(messages.image_msg(frame, stamp, f"{name}_camera"))
+        if self.robot.simulated:
+            point = PointStamped()
+            point.header.stamp, point.header.frame_id = stamp, "world"
+            point.point.x, point.point.y, point.point.z = (float(v) for v in self.robot.object_pose()[:3])
+            self._object_pub.publish(point)
+
+    # -- episodes (simulation only) ----------------------------------------------------------
+    def _run_episodes(self, now: float) -> None:
+        if self.episodes.phase is Phase.DONE:
+            return
+        if (
+            self.episodes.phase is Phase.IDLE
+            and self.episodes.index < 0
+            and self._wait_for_commander
+            and self.count_publishers(self.spec.command_topic) == 0
+        ):
+            return  # nobody is ready to drive the robot yet
+        event = self.episodes.update(now, self.robot.task_success())
+        if event is None:
+            return
+        if event.kind == "start":
+            self.robot.reset(event.seed)
+            self.follower.hold(self.robot.read_joints().position)
+            self._instruction_pub.publish(String(data=self.robot.instruction))
+        else:
+            self.follower.hold(self.robot.read_joints().position)
+            self.get_logger().info(
+                f"episode {event.index} (seed {event.seed}): "
+                f"{'success' if event.success else 'failure'}; "
+                f"success rate {self.episodes.success_rate:.0%} over {len(self.episodes.results)}"
+            )
+        msg = EpisodeEvent()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.event = EpisodeEvent.START if event.kind == "start" else EpisodeEvent.END
+        msg.episode_index = event.index
+        msg.seed = event.seed
+        msg.instruction = self.robot.instruction
+        msg.success = event.success
+        self._event_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self.robot.disconnect()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DriverNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as err:  # bad parameters: one readable line
+        print(f"driver_node: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

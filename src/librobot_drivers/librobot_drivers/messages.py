@@ -1,0 +1,106 @@
+"""ROS message <-> numpy conversions shared by the driver and the policy node.
+
+Pure functions over message objects: no node, no executor, testable without rclpy.init().
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.images import encode_rgb8
+from librobot_drivers.robot import JointReading
+
+
+def to_seconds(stamp: Time | Duration) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_nanoseconds(stamp: Time | Duration) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def duration(seconds: float) -> Duration:
+    nanoseconds = int(round(seconds * 1e9))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def time_from_ns(nanoseconds: int) -> Time:
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def joint_state_msg(spec: Embodiment, reading: JointReading, stamp: Time) -> JointState:
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = spec.joint_names
+    msg.position = reading.position.tolist()
+    msg.velocity = reading.velocity.tolist()
+    msg.effort = reading.effort.tolist()
+    return msg
+
+
+def joint_positions(spec: Embodiment, msg: JointState) -> np.ndarray:
+    """Positions (dof,) in the spec's joint order; names may be aliases or in any order."""
+    index = spec.joint_index(list(msg.name))
+    positions = np.asarray(msg.position, dtype=np.float64)
+    if positions.shape[0] != len(msg.name):
+        raise ValueError(
+            f"JointState with {len(msg.name)} names but {positions.shape[0]} positions"
+        )
+    return positions[index]
+
+
+def image_msg(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """(H, W, 3) uint8 RGB -> rgb8 sensor_msgs/Image."""
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width, msg.step, msg.data = encode_rgb8(image)
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    return msg
+
+
+def trajectory_arrays(
+    spec: Embodiment, msg: JointTrajectory
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(start_time s, time_from_start (N,), positions (N, dof), velocities (N, dof) or None).
+
+    Joint names may be aliases or in any order; every joint of the spec must be present.
+    """
+    if not msg.points:
+        raise ValueError("JointTrajectory without points")
+    index = spec.joint_index(list(msg.joint_names))
+    n = len(msg.joint_names)
+    positions = np.array([p.positions for p in msg.points], dtype=np.float64)
+    if positions.shape != (len(msg.points), n):
+        raise ValueError(f"every point needs {n} positions, got shape {positions.shape}")
+    velocities = None
+    if all(len(p.velocities) == n for p in msg.points):
+        velocities = np.array([p.velocities for p in msg.points], dtype=np.float64)[:, index]
+    tfs = np.array([to_seconds(p.time_from_start) for p in msg.points])
+    return to_seconds(msg.header.stamp), tfs, positions[:, index], velocities
+
+
+def trajectory_msg(
+    joint_names: list[str],
+    start_ns: int,
+    time_from_start: np.ndarray,
+    positions: np.ndarray,
+    velocities: np.ndarray | None = None,
+) -> JointTrajectory:
+    """Build a JointTrajectory: times (N,) s, positions and velocities (N, dof)."""
+    msg = JointTrajectory()
+    msg.header.stamp = time_from_ns(start_ns)
+    msg.joint_names = list(joint_names)
+    for k, t in enumerate(time_from_start):
+        point = JointTrajectoryPoint()
+        point.positions = positions[k].tolist()
+        if velocities is not None:
+            point.velocities = velocities[k].tolist()
+        point.time_from_start = duration(float(t))
+        msg.points.append(point)
+    return msg

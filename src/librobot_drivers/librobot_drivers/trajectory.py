@@ -1,0 +1,119 @@
+"""Follow joint trajectories the way ros2_control's joint_trajectory_controller does on Jazzy.
+
+ROS-free: the driver node feeds it the contents of trajectory_msgs/JointTrajectory messages.
+
+Semantics (JTC, no blending):
+- a new trajectory replaces the active one;
+- a start time of 0 means "now" (the time the trajectory is received);
+- points whose time is already in the past are skipped; a trajectory with every point in the past
+  is rejected and the active one goes on;
+- from the state at reception the robot moves to the first point, then from point to point:
+  cubic Hermite interpolation when velocities are given, linear otherwise;
+- after the last point the last position is held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Knots in absolute time: times (N,), positions (N, D), velocities (N, D)."""
+
+    times: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+    cubic: bool
+
+    def sample(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Position and velocity (D,) at absolute time t (held outside the knots)."""
+        times = self.times
+        if t <= times[0]:
+            return self.positions[0].copy(), np.zeros_like(self.positions[0])
+        if t >= times[-1]:
+            return self.positions[-1].copy(), np.zeros_like(self.positions[-1])
+        k = int(np.searchsorted(times, t, side="right")) - 1  # times[k] <= t < times[k+1]
+        h = times[k + 1] - times[k]
+        s = (t - times[k]) / h
+        p0, p1 = self.positions[k], self.positions[k + 1]
+        if not self.cubic:
+            return p0 + s * (p1 - p0), (p1 - p0) / h
+        v0, v1 = self.velocities[k] * h, self.velocities[k + 1] * h
+        # Cubic Hermite basis on s in [0, 1].
+        h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
+        d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
+        position = h00 * p0 + h10 * v0 + h01 * p1 + h11 * v1
+        velocity = (d00 * p0 + d10 * v0 + d01 * p1 + d11 * v1) / h
+        return position, velocity
+
+
+class TrajectoryFollower:
+    """Holds the active trajectory and answers "where should the joints be now?"."""
+
+    def __init__(self, initial_position: np.ndarray):
+        self._hold = np.asarray(initial_position, dtype=np.float64).copy()
+        self._active: Trajectory | None = None
+
+    @property
+    def active(self) -> Trajectory | None:
+        return self._active
+
+    def hold(self, position: np.ndarray) -> None:
+        """Drop the active trajectory and hold `position`."""
+        self._active = None
+        self._hold = np.asarray(position, dtype=np.float64).copy()
+
+    def set_trajectory(
+        self,
+        now: float,
+        start_time: float,
+        time_from_start: np.ndarray,
+        positions: np.ndarray,
+        velocities: np.ndarray | None = None,
+    ) -> int:
+        """Replace the active trajectory; returns how many points were kept (0: rejected).
+
+        now, start_time: seconds on the same clock (start_time 0 means now);
+        time_from_start (N,) seconds; positions (N, D); velocities (N, D) or None.
+        """
+        tfs = np.asarray(time_from_start, dtype=np.float64)
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.ndim != 2 or positions.shape[0] != tfs.shape[0]:
+            raise ValueError(
+                f"trajectory with {tfs.shape[0]} times and positions of shape {positions.shape}"
+            )
+        if positions.shape[1] != self._hold.shape[0]:
+            raise ValueError(
+                f"trajectory for {positions.shape[1]} joints, expected {self._hold.shape[0]}"
+            )
+        if np.any(np.diff(tfs) <= 0):
+            raise ValueError(f"time_from_start must be strictly increasing, got {tfs.tolist()}")
+        cubic = velocities is not None and len(velocities) == len(tfs)
+        velocities = (
+            np.asarray(velocities, dtype=np.float64) if cubic else np.zeros_like(positions)
+        )
+        start = now if start_time == 0.0 else start_time
+        times = start + tfs
+        future = times > now
+        if not np.any(future):
+            return 0
+        current, current_velocity = self.sample(now)
+        self._active = Trajectory(
+            times=np.concatenate([[now], times[future]]),
+            positions=np.vstack([current, positions[future]]),
+            velocities=np.vstack([current_velocity if cubic else np.zeros_like(current), velocities[future]]),
+            cubic=cubic,
+        )
+        return int(future.sum())
+
+    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Desired position and velocity (D,) at time `now`."""
+        if self._active is None:
+            return self._hold.copy(), np.zeros_like(self._hold)
+        return self._active.sample(now)
+
+    def finished(self, now: float) -> bool:
+        return self._active is None or now >= self._active.times[-1]

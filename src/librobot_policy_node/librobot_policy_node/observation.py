@@ -1,0 +1,81 @@
+"""Latest-only observation buffer: keeps the newest joint state and frame per camera.
+
+ROS-free and thread-safe: subscription callbacks `put` raw messages (cheap), the inference thread
+takes a `snapshot` that decodes them into the observation dict `Policy.infer` expects. A message
+replaced before any snapshot used it counts as a dropped frame (cameras only:
+joint states arrive far faster than inference by design).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+class ObservationNotReady(Exception):
+    """No complete, fresh observation: the caller holds the robot still and says why."""
+
+
+@dataclass
+class _Slot:
+    message: Any = None
+    stamp_ns: int = 0
+    used: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    observation: dict  # {"images": {cam: (H, W, 3) uint8}, "state": (D,) float32, "instruction": str}
+    stamp_ns: int  # newest stamp among the parts used
+    oldest_stamp_ns: int
+
+
+class ObservationBuffer:
+    """`decoders` turn a stored message into numpy: {"state": fn, "<camera>": fn, ...}."""
+
+    def __init__(self, cameras: list[str], decode_state: Callable, decode_image: Callable):
+        self.cameras = list(cameras)
+        self._decode_state = decode_state
+        self._decode_image = decode_image
+        self._slots = {key: _Slot() for key in ["state", *self.cameras]}
+        self._lock = threading.Lock()
+        self.instruction = ""
+        self.dropped_frames = 0
+
+    def put(self, key: str, message: Any, stamp_ns: int) -> None:
+        with self._lock:
+            slot = self._slots[key]
+            if not slot.used and key != "state":  # joint states outpace inference by design
+                self.dropped_frames += 1
+            slot.message, slot.stamp_ns, slot.used = message, stamp_ns, False
+
+    def clear(self) -> None:
+        with self._lock:
+            for key in self._slots:
+                self._slots[key] = _Slot()
+
+    def snapshot(self, now_ns: int, max_age_s: float) -> Snapshot:
+        """The newest complete observation, or ObservationNotReady naming what is missing/stale."""
+        with self._lock:
+            parts = {key: (slot.message, slot.stamp_ns) for key, slot in self._slots.items()}
+            for slot in self._slots.values():
+                slot.used = True
+        missing = [key for key, (message, _) in parts.items() if message is None]
+        if missing:
+            raise ObservationNotReady(f"waiting for {', '.join(missing)}")
+        max_age_ns = int(max_age_s * 1e9)
+        stale = {k: (now_ns - s) * 1e-6 for k, (_, s) in parts.items() if now_ns - s > max_age_ns}
+        if stale:
+            ages = ", ".join(f"{k} {age:.0f} ms" for k, age in stale.items())
+            raise ObservationNotReady(f"stale input (max age {max_age_s * 1e3:.0f} ms): {ages}")
+        images = {cam: self._decode_image(parts[cam][0]) for cam in self.cameras}
+        state = np.asarray(self._decode_state(parts["state"][0]), dtype=np.float32)
+        stamps = [s for _, s in parts.values()]
+        return Snapshot(
+            observation={"images": images, "state": state, "instruction": self.instruction},
+            stamp_ns=max(stamps),
+            oldest_stamp_ns=min(stamps),
+        )

@@ -1,0 +1,271 @@
+"""The policy node: latest camera frames + joint state -> Policy.infer -> stamped action chunk.
+
+Subscriptions only store the newest message (ObservationBuffer); inference runs on its own timer
+in its own callback group, so a slow model never blocks the inputs. Each chunk goes to the
+joint_trajectory_controller as a JointTrajectory (stamped with the observation time, points
+already in the past dropped, velocities for cubic interpolation) and to ~/action_chunk as a
+librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
+controller holds the last target. `ros2 param set /policy checkpoint <dir>` swaps the model live.
+
+    ros2 run librobot_policy_node policy_node --ros-args -p checkpoint:=/path/to/checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from librobot_drivers import messages
+from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.images import decode_image
+from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
+from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
+
+LATCHED = QoSProfile(
+    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+EPISODE_EVENTS_QOS = QoSProfile(
+    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+
+
+def check_checkpoint_dir(path: str) -> str | None:
+    """Why `path` is not a checkpoint directory, or None if it looks like one."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return f"{path!r} is not a checkpoint directory (no config.json)"
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        return f"{config} is unreadable: {err}"
+    return None
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
+        self.device = self.declare_parameter("device", "cpu").value
+        self.replan_steps = self.declare_parameter("replan_steps", 2).value
+        self.max_age_s = self.declare_parameter("max_observation_age_s", 0.5).value
+        self.min_lead_s = self.declare_parameter("min_lead_s", 0.0).value
+        checkpoint = self.declare_parameter("checkpoint", "").value
+
+        self.policy = None
+        self._pending_checkpoint: str | None = checkpoint or None
+        self._sequence = 0
+        self._latency = LatencyWindow()
+        self._state, self._message = PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded"
+        self._observation_age_ms = 0.0
+        self._buffer: ObservationBuffer | None = None
+        self._inputs = MutuallyExclusiveCallbackGroup()
+        self._compute = MutuallyExclusiveCallbackGroup()
+
+        self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
+        self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
+        self.create_subscription(
+            JointState, self.spec.topic("joint_states"), self._on_joint_state,
+            qos_profile_sensor_data, callback_group=self._inputs,
+        )
+        self.create_subscription(
+            String, self.spec.topic("instruction"), self._on_instruction, LATCHED,
+            callback_group=self._inputs,
+        )
+        self.create_subscription(
+            EpisodeEvent, self.spec.topic("episode_events"), self._on_episode_event,
+            EPISODE_EVENTS_QOS, callback_group=self._inputs,
+        )
+        self._camera_subs = []
+        self._instruction = ""
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._timer = self.create_timer(0.1, self._on_tick, callback_group=self._compute)
+        self.create_timer(1.0, self._publish_status, callback_group=self._inputs)
+
+    # -- model loading ---------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == "checkpoint" and param.value:
+                problem = check_checkpoint_dir(param.value)
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
+                self._pending_checkpoint = param.value
+            elif param.name in ("embodiment", "device"):
+                return SetParametersResult(
+                    successful=False, reason=f"{param.name} is fixed at start-up"
+                )
+        return SetParametersResult(successful=True)
+
+    def _load(self, path: str) -> None:
+        from librobot_models.policy import Policy  # torch is imported here, not at node start
+
+        try:
+            policy = Policy.from_checkpoint(path, device=self.device)
+            if list(policy.joint_names) != self.spec.joint_names:
+                raise ValueError(
+                    f"checkpoint joints {list(policy.joint_names)} differ from the "
+                    f"{self.spec.name} joints {self.spec.joint_names}"
+                )
+            for cam in policy.camera_names:
+                self.spec.camera(cam)
+        except Exception as err:  # keep running with the previous policy, say why
+            self._set_state(PolicyStatus.STATE_ERROR, f"could not load {path}: {err}")
+            self.get_logger().error(self._message)
+            return
+        self.policy = policy
+        self._buffer = ObservationBuffer(
+            policy.camera_names,
+            decode_state=lambda msg: messages.joint_positions(self.spec, msg),
+            decode_image=decode_image,
+        )
+        self._buffer.instruction = self._instruction
+        for sub in self._camera_subs:
+            self.destroy_subscription(sub)
+        self._camera_subs = [
+            self.create_subscription(
+                Image, self.spec.camera(cam).topic,
+                lambda msg, cam=cam: self._put(cam, msg), qos_profile_sensor_data,
+                callback_group=self._inputs,
+            )
+            for cam in policy.camera_names
+        ]
+        period = self.replan_steps / policy.rate_hz
+        self._timer.cancel()
+        self._timer = self.create_timer(period, self._on_tick, callback_group=self._compute)
+        self._latency = LatencyWindow()
+        self._set_state(PolicyStatus.STATE_WAITING, "waiting for observations")
+        self.get_logger().info(
+            f"loaded {policy.framework} checkpoint {policy.checkpoint_id} from {path}: "
+            f"chunk {policy.chunk_size} at {policy.rate_hz:g} Hz, cameras {policy.camera_names}, "
+            f"replanning every {period * 1e3:.0f} ms"
+        )
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _put(self, key: str, msg) -> None:
+        if self._buffer is not None:
+            stamp = messages.to_nanoseconds(msg.header.stamp)
+            self._buffer.put(key, msg, stamp or self.get_clock().now().nanoseconds)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self._put("state", msg)
+
+    def _on_instruction(self, msg: String) -> None:
+        self._instruction = msg.data
+        if self._buffer is not None:
+            self._buffer.instruction = msg.data
+
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        if msg.event == EpisodeEvent.START and self.policy is not None:
+            self.policy.reset()
+            self._buffer.clear()
+
+    # -- inference -------------------------------------------------------------------------------
+    def _on_tick(self) -> None:
+        if self._pending_checkpoint:
+            path, self._pending_checkpoint = self._pending_checkpoint, None
+            self._load(path)
+        if self.policy is None:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        try:
+            snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
+        except ObservationNotReady as why:
+            self._set_state(PolicyStatus.STATE_HOLDING if self._sequence else
+                            PolicyStatus.STATE_WAITING, str(why))
+            return
+        started = time.perf_counter()
+        try:
+            actions = self.policy.infer(snapshot.observation)["actions"]
+        except ValueError as err:  # bad observation: hold, keep running
+            self._set_state(PolicyStatus.STATE_HOLDING, f"rejected observation: {err}")
+            self.get_logger().error(self._message, throttle_duration_sec=2.0)
+            return
+        latency_ms = (time.perf_counter() - started) * 1e3
+        self._latency.add(latency_ms)
+        now_ns = self.get_clock().now().nanoseconds
+        chunk = schedule_chunk(
+            actions, snapshot.stamp_ns, now_ns, 1.0 / self.policy.rate_hz, self.min_lead_s,
+            self.spec.lower_limits, self.spec.upper_limits,
+        )
+        if chunk is None:
+            self._set_state(PolicyStatus.STATE_HOLDING, "inference slower than the whole chunk")
+            return
+        trajectory = messages.trajectory_msg(
+            self.spec.joint_names, chunk.start_ns, chunk.time_from_start, chunk.positions,
+            chunk.velocities,
+        )
+        self._trajectory_pub.publish(trajectory)
+        self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
+        self._publish_chunk(trajectory, latency_ms)
+        self._set_state(PolicyStatus.STATE_RUNNING, "")
+
+    def _publish_chunk(self, trajectory: JointTrajectory, latency_ms: float) -> None:
+        msg = ActionChunk()
+        msg.header.stamp = trajectory.header.stamp
+        msg.sequence = self._sequence
+        msg.framework = self.policy.framework
+        msg.checkpoint_id = self.policy.checkpoint_id
+        msg.trajectory = trajectory
+        msg.control_period = messages.duration(1.0 / self.policy.rate_hz)
+        msg.inference_latency_ms = latency_ms
+        msg.observation_age_ms = self._observation_age_ms
+        self._chunk_pub.publish(msg)
+        self._sequence += 1
+
+    # -- status ----------------------------------------------------------------------------------
+    def _set_state(self, state: int, message: str) -> None:
+        changed = state != self._state
+        self._state, self._message = state, message
+        if changed:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        msg = PolicyStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.state, msg.message = self._state, self._message
+        if self.policy is not None:
+            msg.framework, msg.checkpoint_id = self.policy.framework, self.policy.checkpoint_id
+        msg.latency_p50_ms = self._latency.percentile(50)
+        msg.latency_p99_ms = self._latency.percentile(99)
+        msg.latency_max_ms = self._latency.max
+        msg.observation_age_ms = self._observation_age_ms
+        msg.chunks_published = self._sequence
+        msg.dropped_frames = self._buffer.dropped_frames if self._buffer else 0
+        self._status_pub.publish(msg)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PolicyNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as err:
+        print(f"policy_node: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
+from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
+
+MS = 1_000_000
+
+
+def test_chunk_keeps_observation_timing_and_drops_points_in_the_past():
+    actions = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))  # (10, 2)
+    chunk = schedule_chunk(actions, observation_stamp_ns=1_000 * MS, now_ns=1_250 * MS, period_s=0.1)
+    # points due at 1.0, 1.1, 1.2 s are past at 1.25 s
+    assert chunk.dropped_points == 3
+    assert chunk.start_ns == 1_000 * MS
+    assert np.allclose(chunk.time_from_start, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert np.allclose(chunk.positions[:, 0], np.arange(3, 10))
+    assert np.allclose(chunk.velocities, 10.0)  # 1 unit per 0.1 s
+
+
+def test_chunk_entirely_in_the_past_is_not_sent():
+    assert schedule_chunk(np.zeros((3, 2)), 0, 10_000 * MS, 0.1) is None
+
+
+def test_min_lead_and_limits():
+    chunk = schedule_chunk(np.full((5, 1), 9.0), 0, 0, 0.1, min_lead_s=0.15,
+                           lower=np.array([-1.0]), upper=np.array([1.0]))
+    assert chunk.dropped_points == 2 and np.all(chunk.positions == 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 2)), np.zeros(3), np.array([[np.nan, 0.0]])])
+def test_bad_chunks_are_rejected(bad):
+    with pytest.raises(ValueError):
+        schedule_chunk(bad, 0, 0, 0.1)
+
+
+def make_buffer():
+    return ObservationBuffer(["front"], decode_state=lambda m: m, decode_image=lambda m: m)
+
+
+def test_snapshot_needs_every_input_and_names_the_missing_one():
+    buffer = make_buffer()
+    buffer.put("state", [1.0, 2.0], 100 * MS)
+    with pytest.raises(ObservationNotReady, match="front"):
+        buffer.snapshot(110 * MS, 0.5)
+
+
+def test_snapshot_refuses_stale_inputs():
+    buffer = make_buffer()
+    buffer.put("state", [1.0], 1_000 * MS)
+    buffer.put("front", np.zeros((2, 2, 3), np.uint8), 100 * MS)
+    with pytest.raises(ObservationNotReady, match="front 900 ms"):
+        buffer.snapshot(1_000 * MS, 0.5)
+
+
+def test_snapshot_uses_latest_and_counts_dropped_camera_frames():
+    buffer = make_buffer()
+    buffer.instruction = "pick"
+    for k in range(3):
+        buffer.put("front", np.full((2, 2, 3), k, np.uint8), (100 + k) * MS)
+        buffer.put("state", [float(k)], (100 + k) * MS)
+    snap = buffer.snapshot(105 * MS, 0.5)
+    assert snap.observation["images"]["front"][0, 0, 0] == 2
+    assert snap.observation["state"].tolist() == [2.0]
+    assert snap.observation["instruction"] == "pick"
+    assert snap.stamp_ns == 102 * MS
+    assert buffer.dropped_frames == 2  # two frames replaced before use; joint states don't count
+    buffer.clear()
+    with pytest.raises(ObservationNotReady):
+        buffer.snapshot(105 * MS, 0.5)
+
+
+def test_latency_window_percentiles():
+    window = LatencyWindow(size=100)
+    for v in range(1, 101):
+        window.add(float(v))
+    assert window.percentile(50) == pytest.approx(50.5) and window.max == 100.0
