@@ -32,4 +32,10 @@ setup(
     maintainer_email="maintainers@librobot.dev",
     description="LibroBot bringup: launch files, parameters and RViz configurations.",
     license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "record = librobot_bringup.record:main",
+            "demo = librobot_bringup.demo:main",
+        ]
+    },
 )

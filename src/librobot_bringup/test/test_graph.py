@@ -1,0 +1,45 @@
+"""Nodes started from Python run with DDS on loopback and in this test run's domain."""
+
+import os
+from pathlib import Path
+
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from librobot_bringup.graph import NodeGraph, NodeSpec, ros_environment
+
+
+def child_environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_ros_environment_defaults_to_loopback_but_respects_a_choice():
+    assert ros_environment({})["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    chosen = ros_environment({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
+    assert chosen["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+
+
+def test_every_spawned_node_keeps_dds_on_loopback(ros_context, spin):
+    # The parent environment deliberately lacks the variable: the spawner must add it.
+    parent = {k: v for k, v in os.environ.items() if k != "ROS_AUTOMATIC_DISCOVERY_RANGE"}
+    nodes = [
+        NodeSpec("librobot_policy_node.policy_node", "policy_a"),
+        NodeSpec("librobot_policy_node.policy_node", "policy_b", {"replan_steps": 3}),
+    ]
+    observer = Node("observer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(observer)
+    try:
+        with NodeGraph(nodes, env=parent) as graph:
+            for name, process in graph.processes.items():
+                env = child_environment(process.pid)
+                assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST", name
+                assert env["ROS_DOMAIN_ID"] == os.environ["ROS_DOMAIN_ID"], name
+            # ... and they really joined this run's ROS graph.
+            assert spin(executor, lambda: {"policy_a", "policy_b"} <= set(observer.get_node_names()),
+                        timeout_s=30.0), observer.get_node_names()
+            graph.check_alive()
+    finally:
+        executor.shutdown()
+        observer.destroy_node()

@@ -1,0 +1,59 @@
+"""What can be checked of the launch files without launch_ros: syntax, files and names they use."""
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+SRC = Path(__file__).resolve().parents[2]
+BRINGUP = SRC / "librobot_bringup"
+
+
+def launch_nodes(path: Path) -> list[dict]:
+    """package/executable keyword values of every Node(...) call in a launch file."""
+    nodes = []
+    for call in ast.walk(ast.parse(path.read_text())):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Node":
+            kw = {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
+            nodes.append(kw)
+    return nodes
+
+
+def console_scripts(package: str) -> set[str]:
+    setup = (SRC / package / "setup.py").read_text()
+    return set(re.findall(r'"(\w+) = [\w.]+:main"', setup))
+
+
+def declared_parameters(module: Path) -> set[str]:
+    return set(re.findall(r'declare_parameter\(\s*"(\w+)"', module.read_text()))
+
+
+def test_launch_files_parse_and_define_a_launch_description():
+    for path in sorted((BRINGUP / "launch").glob("*.launch.py")):
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+                   for n in tree.body), path
+
+
+def test_our_nodes_in_launch_files_exist_as_ros2_run_executables():
+    for path in sorted((BRINGUP / "launch").glob("*.launch.py")):
+        for node in launch_nodes(path):
+            if node["package"].startswith("librobot_"):
+                assert node["executable"] in console_scripts(node["package"]), node
+
+
+def test_policy_parameter_file_only_sets_declared_parameters():
+    params = yaml.safe_load((BRINGUP / "config" / "so100_policy.yaml").read_text())
+    declared = declared_parameters(SRC / "librobot_policy_node/librobot_policy_node/policy_node.py")
+    assert set(params["policy"]["ros__parameters"]) <= declared
+
+
+def test_files_the_launch_file_refers_to_exist():
+    text = (BRINGUP / "launch" / "so100.launch.py").read_text()
+    assert "so100.urdf.xacro" in text and (SRC / "librobot_drivers/description/urdf/so100.urdf.xacro").is_file()
+    assert (SRC / "librobot_drivers/config/so100_controllers.yaml").is_file()
+    assert (BRINGUP / "config" / "so100.rviz").is_file()
+    rviz = yaml.safe_load((BRINGUP / "config" / "so100.rviz").read_text())
+    topics = [d.get("Topic", {}).get("Value") for d in rviz["Visualization Manager"]["Displays"]]
+    assert "/camera/front/image_raw" in topics

@@ -1,0 +1,99 @@
+"""Scripted expert for the simulated SO-100, driving it through the real ROS graph.
+
+At each episode START it plans from the cube position the simulator publishes (a privileged
+input, like motion capture) and the measured joints, then streams the plan to the
+joint_trajectory_controller topic as short chunks, the way a teleoperator or policy would.
+
+    ros2 run librobot_drivers expert_node
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from librobot_msgs.msg import EpisodeEvent
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from librobot_drivers import messages
+from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.sim.expert import ScriptedExpert
+
+EPISODE_EVENTS_QOS = QoSProfile(
+    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+)
+
+
+class ExpertNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("expert", **kwargs)
+        self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
+        publish_rate = self.declare_parameter("publish_rate_hz", 5.0).value
+        self.horizon_points = self.declare_parameter("horizon_points", 10).value
+        self.point_period = self.declare_parameter("point_period_s", self.spec.control_period).value
+
+        self._object: np.ndarray | None = None
+        self._joints: np.ndarray | None = None
+        self._plan: ScriptedExpert | None = None
+        self._plan_start_ns = 0
+        self._episode_start_ns = 0
+        self._waiting_for_plan = False
+        self._pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        self.create_subscription(PointStamped, "/sim/object_position", self._on_object, 10)
+        self.create_subscription(JointState, self.spec.topic("joint_states"), self._on_joints, 10)
+        self.create_subscription(
+            EpisodeEvent, self.spec.topic("episode_events"), self._on_event, EPISODE_EVENTS_QOS
+        )
+        self.create_timer(1.0 / publish_rate, self._on_tick)
+
+    def _on_object(self, msg: PointStamped) -> None:
+        if messages.to_nanoseconds(msg.header.stamp) >= self._episode_start_ns:
+            self._object = np.array([msg.point.x, msg.point.y, msg.point.z])
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints = messages.joint_positions(self.spec, msg)
+
+    def _on_event(self, msg: EpisodeEvent) -> None:
+        if msg.event == EpisodeEvent.START:
+            # The cube moved with the reset: plan once a position newer than the event arrives.
+            self._plan, self._object, self._waiting_for_plan = None, None, True
+            self._episode_start_ns = messages.to_nanoseconds(msg.header.stamp)
+        else:
+            self._plan, self._waiting_for_plan = None, False
+
+    def _on_tick(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self._waiting_for_plan and self._object is not None and self._joints is not None:
+            self._plan = ScriptedExpert(self.spec, self._object, self._joints)
+            self._plan_start_ns, self._waiting_for_plan = now_ns, False
+        if self._plan is None:
+            return
+        t0 = (now_ns - self._plan_start_ns) * 1e-9
+        tfs = (np.arange(self.horizon_points) + 1) * self.point_period
+        positions = np.stack([self._plan.positions_at(t0 + t) for t in tfs])
+        self._pub.publish(messages.trajectory_msg(self.spec.joint_names, now_ns, tfs, positions))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ExpertNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
