@@ -17,4 +17,10 @@ setup(
     maintainer_email="maintainers@librobot.dev",
     description="LibroBot training: rosbag2 to HDF5 conversion, datasets, training and evaluation without ROS.",
     license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "bag_to_hdf5 = librobot_training.bag_to_hdf5:main",
+            "train = librobot_training.train:main",
+        ]
+    },
 )

@@ -1,0 +1,783 @@
+"""rosbag2 -> HDF5 conversion on real recordings (shared fixtures) and on small bags written here.
+
+The fixtures were recorded by the real `ros2 bag record` (see fixtures/rosbag2/README.md): every raw
+front image carries its header stamp in its first 8 bytes, and joint positions follow known sine
+formulas, so synchronisation can be checked against ground truth rather than against the converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from librobot_drivers.embodiment import load_embodiment
+from librobot_training.bag_to_hdf5 import (
+    ConversionError,
+    ConversionOptions,
+    convert,
+    evaluate_trajectory,
+    main,
+    make_grid,
+    message_to_rgb,
+)
+
+# The shared fixtures live beside the repository (../shared), in CI too.
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = Path(os.environ.get("LIBROBOT_ROSBAG_FIXTURES", REPO.parent / "shared/fixtures/rosbag2"))
+BAGS = {"mcap": FIXTURES / "so100_demo_mcap", "sqlite3": FIXTURES / "so100_demo_sqlite3"}
+CAMERAS = {"front": "/camera/front/image_raw", "wrist": "/camera/wrist/image_raw/compressed"}
+CAMERA_ARGS = [f"--camera={name}={topic}" for name, topic in CAMERAS.items()]
+SO100_YAML = Path(__file__).resolve().parents[2] / "librobot_drivers/config/embodiments/so100.yaml"
+EPISODE_EVENT_MSG = Path(__file__).resolve().parents[2] / "librobot_msgs/msg/EpisodeEvent.msg"
+SPEC = load_embodiment(SO100_YAML)
+LEROBOT_NAMES = [
+    "shoulder_pan",
+    "shoulder_lift",
+    "elbow_flex",
+    "wrist_flex",
+    "wrist_roll",
+    "gripper",
+]
+S = 1_000_000_000  # ns per second
+
+
+
+def require_fixtures():
+    """The real-recorder bags are part of the contract: their absence is a failure, not a skip."""
+    missing = [str(p) for p in BAGS.values() if not p.is_dir()]
+    assert not missing, f"rosbag2 fixtures not found: {missing} (set LIBROBOT_ROSBAG_FIXTURES)"
+
+
+needs_fixtures = pytest.mark.usefixtures("fixtures_present")
+
+
+@pytest.fixture(scope="module")
+def fixtures_present():
+    require_fixtures()
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def read_raw(bag: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Header and receive stamps (ns) and joint positions per topic, read with rosbags directly."""
+    out: dict[str, dict[str, list]] = {}
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        for conn, receive_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            rows = out.setdefault(
+                conn.topic, {"header": [], "receive": [], "position": [], "embedded": []}
+            )
+            rows["receive"].append(receive_ns)
+            if hasattr(msg, "header"):
+                rows["header"].append(msg.header.stamp.sec * S + msg.header.stamp.nanosec)
+            if conn.topic == "/joint_states":
+                rows["position"].append(np.asarray(msg.position))
+            if conn.msgtype == "sensor_msgs/msg/Image":
+                rows["embedded"].append(int(np.frombuffer(msg.data[:8].tobytes(), "<i8")[0]))
+    return {topic: {k: np.array(v) for k, v in rows.items()} for topic, rows in out.items()}
+
+
+def fixture_formula(t_s: np.ndarray) -> np.ndarray:
+    """README ground truth (T, 6): 0.6 sin(0.8 t + i) for the arm, 0.5 + 0.5 sin(0.5 t) gripper."""
+    t = np.asarray(t_s, dtype=np.float64)[:, None]
+    return np.hstack([0.6 * np.sin(0.8 * t + np.arange(5)), 0.5 + 0.5 * np.sin(0.5 * t)])
+
+
+def publisher_start_ns(raw: dict) -> float:
+    """The publisher's t = 0 on the bag clock, from the first joint state (0.6 sin 0.8 t)."""
+    first = raw["/joint_states"]
+    return first["header"][0] - np.arcsin(first["position"][0][0] / 0.6) / 0.8 * S
+
+
+def h5(path: Path) -> dict:
+    """Every dataset of an episode file as numpy, plus its root attributes under 'attrs'."""
+    data: dict = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+        data["attrs"] = dict(f.attrs)
+        data["chunks"] = {
+            cam: f[f"observations/images/{cam}"].chunks for cam in f["observations/images"]
+        }
+    return data
+
+
+def outputs(directory: Path) -> list[str]:
+    """Names of episode files and leftovers (temporary files included) in ``directory``."""
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def typestore_with_episode_event():
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(
+        get_types_from_msg(EPISODE_EVENT_MSG.read_text(), "librobot_msgs/msg/EpisodeEvent")
+    )
+    return store
+
+
+TS = typestore_with_episode_event()
+Time = TS.types["builtin_interfaces/msg/Time"]
+Header = TS.types["std_msgs/msg/Header"]
+
+
+def header(t_ns: int, frame_id: str = "") -> object:
+    return Header(stamp=Time(sec=t_ns // S, nanosec=t_ns % S), frame_id=frame_id)
+
+
+def joint_state(t_ns: int, names=LEROBOT_NAMES, t0: int = 0) -> object:
+    """Positions (t - t0) seconds + 10 i for the i-th name; velocity i; no effort."""
+    rel = (t_ns - t0) / S
+    return TS.types["sensor_msgs/msg/JointState"](
+        header=header(t_ns),
+        name=list(names),
+        position=np.array([rel + 10 * LEROBOT_NAMES.index(n) for n in names], dtype=np.float64),
+        velocity=np.array([float(LEROBOT_NAMES.index(n)) for n in names], dtype=np.float64),
+        effort=np.zeros(0, dtype=np.float64),
+    )
+
+
+def stamped_image(t_ns: int, width=6, height=4, encoding="rgb8", pad=2) -> object:
+    """An rgb8 image with ``pad`` bytes of row padding whose first 8 bytes are its stamp."""
+    channels = {"rgb8": 3, "16UC1": 2}[encoding]
+    step = width * channels + pad
+    data = np.full(step * height, 50, dtype=np.uint8)
+    data[:8] = np.frombuffer(np.int64(t_ns).tobytes(), np.uint8)
+    return TS.types["sensor_msgs/msg/Image"](
+        header=header(t_ns, "front_camera"),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=data,
+    )
+
+
+def episode_event(
+    t_ns: int, event: int, index: int, seed=0, instruction="", success=False
+) -> object:
+    return TS.types["librobot_msgs/msg/EpisodeEvent"](
+        header=header(t_ns),
+        event=event,
+        episode_index=index,
+        seed=seed,
+        instruction=instruction,
+        success=success,
+    )
+
+
+def write_bag(
+    path: Path, messages: list[tuple[str, str, int, object]], storage=StoragePlugin.MCAP
+) -> Path:
+    """Write (topic, msgtype, receive_ns, message) tuples into a rosbag2 bag at ``path``."""
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        connections = {}
+        for topic, msgtype, receive_ns, msg in sorted(messages, key=lambda m: m[2]):
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=TS)
+            writer.write(connections[topic], receive_ns, TS.serialize_cdr(msg, msgtype))
+    return path
+
+
+T0 = 1_000 * S  # synthetic bags start at t = 1000 s
+
+
+def synthetic_messages(
+    seconds=6.0, camera_gap=(2.0, 2.6), events=True, image_kwargs=None, names=LEROBOT_NAMES
+):
+    """Joint states at 100 Hz, an rgb8 camera at 20 Hz with a gap, an instruction and events.
+
+    Receive times are header stamps + 1 ms (joints) / + 5 ms (images), all exact in ns.
+    """
+    msgs = [
+        (
+            "/instruction",
+            "std_msgs/msg/String",
+            T0,
+            TS.types["std_msgs/msg/String"](data="global instruction"),
+        )
+    ]
+    for k in range(int(seconds * 100)):
+        t = T0 + k * 10_000_000
+        msgs.append(
+            (
+                "/joint_states",
+                "sensor_msgs/msg/JointState",
+                t + 1_000_000,
+                joint_state(t, names, T0),
+            )
+        )
+    for k in range(int(seconds * 20)):
+        rel = k * 0.05
+        if camera_gap[0] < rel < camera_gap[1]:
+            continue
+        t = T0 + k * 50_000_000
+        kwargs = (image_kwargs or (lambda k: {}))(k)
+        msgs.append(
+            (
+                "/camera/front/image_raw",
+                "sensor_msgs/msg/Image",
+                t + 5_000_000,
+                stamped_image(t, **kwargs),
+            )
+        )
+    if events:
+        for rel, args in (
+            (0.5, (0, 0, 7, "stack the cubes")),
+            (2.9, (1, 0, 7, "", True)),
+            (3.0, (0, 1, 8, "")),
+            (4.5, (1, 1, 8, "", False)),
+            (5.0, (0, 2, 9, "last one")),
+        ):
+            t = T0 + int(rel * S)
+            msgs.append(
+                ("/episode_events", "librobot_msgs/msg/EpisodeEvent", t, episode_event(t, *args))
+            )
+    return msgs
+
+
+def front_only(**kwargs) -> ConversionOptions:
+    return ConversionOptions(cameras={"front": "/camera/front/image_raw"}, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# real recordings
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fixture_outputs(tmp_path_factory):
+    """Both fixture bags converted once with the front camera raw and the wrist camera JPEG."""
+    require_fixtures()
+    result = {}
+    for fmt, bag in BAGS.items():
+        out = tmp_path_factory.mktemp(f"out_{fmt}")
+        summary = convert([bag], out, ConversionOptions(cameras=CAMERAS), spec=SPEC)
+        result[fmt] = {
+            "dir": out,
+            "summary": summary,
+            "data": h5(out / "episode_000000.hdf5"),
+            "raw": read_raw(bag),
+        }
+    return result
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_fixture_layout_and_attributes(fixture_outputs, fmt):
+    run = fixture_outputs[fmt]
+    data, T = run["data"], run["data"]["attrs"]["num_frames"]
+    assert outputs(run["dir"]) == ["dataset.json", "episode_000000.hdf5"]
+    assert 28 <= T <= 30  # 3 s at 10 Hz
+    for key in ("observations/qpos", "observations/qvel", "observations/effort", "action"):
+        assert data[key].shape == (T, 6) and data[key].dtype == np.float32, key
+    for cam in CAMERAS:
+        assert data[f"observations/images/{cam}"].shape == (T, 120, 160, 3)
+        assert data[f"observations/images/{cam}"].dtype == np.uint8
+        assert data["chunks"][cam] == (1, 120, 160, 3)
+    for key in (
+        "sample_ns",
+        "joint_states/header_ns",
+        "joint_states/receive_ns",
+        "action/header_ns",
+        "images/front/header_ns",
+        "images/wrist/receive_ns",
+    ):
+        assert (
+            data[f"timestamps/{key}"].shape == (T,) and data[f"timestamps/{key}"].dtype == np.int64
+        )
+    attrs = data["attrs"]
+    assert attrs["sim"] == False  # noqa: E712  (numpy bool)
+    assert attrs["embodiment"] == "so100" and attrs["rate_hz"] == 10.0
+    assert list(attrs["joint_names"]) == SPEC.joint_names
+    assert list(attrs["camera_names"]) == ["front", "wrist"]
+    assert attrs["instruction"] == "pick up the red cube"
+    assert (
+        attrs["source_bag"] == str(BAGS[fmt])
+        and attrs["episode_index"] == 0
+        and attrs["success"] == -1
+    )
+    np.testing.assert_allclose(data["observations/effort"], 0.1, rtol=1e-6)
+    assert np.all(np.diff(data["timestamps/sample_ns"]) == 100_000_000)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_joint_states_follow_ground_truth_and_are_latest_at_or_before_each_sample(
+    fixture_outputs, fmt
+):
+    data, raw = fixture_outputs[fmt]["data"], fixture_outputs[fmt]["raw"]
+    sample = data["timestamps/sample_ns"]
+    stamps = data["timestamps/joint_states/header_ns"]
+    joints = raw["/joint_states"]["header"]
+    assert np.all(stamps <= sample)
+    np.testing.assert_array_equal(stamps, joints[np.searchsorted(joints, sample, side="right") - 1])
+    t = (stamps - publisher_start_ns(raw)) / S
+    np.testing.assert_allclose(data["observations/qpos"], fixture_formula(t), atol=1e-4)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_each_front_image_is_the_latest_at_or_before_its_sample_never_a_future_one(
+    fixture_outputs, fmt
+):
+    data, raw = fixture_outputs[fmt]["data"], fixture_outputs[fmt]["raw"]["/camera/front/image_raw"]
+    sample = data["timestamps/sample_ns"]
+    header_ns = data["timestamps/images/front/header_ns"]
+    pixels = data["observations/images/front"].reshape(len(sample), -1)
+    embedded = np.ascontiguousarray(pixels[:, :8]).view("<i8")[:, 0]
+    np.testing.assert_array_equal(embedded, header_ns)  # the recorded stamp is the picture's own
+    assert np.all(header_ns <= sample)  # never from the future
+    latest = raw["header"][np.searchsorted(raw["header"], sample, side="right") - 1]
+    np.testing.assert_array_equal(header_ns, latest)  # and the newest one available
+    np.testing.assert_array_equal(raw["embedded"], raw["header"])  # (ground truth holds)
+    by_stamp = dict(zip(raw["header"].tolist(), raw["receive"].tolist()))
+    assert data["timestamps/images/front/receive_ns"].tolist() == [
+        by_stamp[h] for h in header_ns.tolist()
+    ]
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_jpeg_wrist_frames_match_the_raw_front_frames(fixture_outputs, fmt):
+    data = fixture_outputs[fmt]["data"]
+    np.testing.assert_array_equal(
+        data["timestamps/images/wrist/header_ns"], data["timestamps/images/front/header_ns"]
+    )
+    front = data["observations/images/front"].astype(np.int16)
+    wrist = data["observations/images/wrist"].astype(np.int16)
+    diff = np.abs(front - wrist).mean(axis=(1, 2, 3))
+    assert diff.max() < 3.0, diff
+    assert np.allclose(red_bar_column(front), red_bar_column(wrist), atol=1.0)  # same place
+
+
+def red_bar_column(images: np.ndarray) -> np.ndarray:
+    """Mean column (T,) of the red bar's pixels, skipping row 0 (which holds the stamp bytes)."""
+    body = images[:, 1:]
+    red = (body[..., 0] > 150) & (body[..., 1] < 80) & (body[..., 2] < 80)
+    columns = np.arange(images.shape[2])
+    return (red * columns).sum(axis=(1, 2)) / red.sum(axis=(1, 2))
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_actions_are_the_commanded_trajectory_at_each_sample(fixture_outputs, fmt):
+    data, raw = fixture_outputs[fmt]["data"], fixture_outputs[fmt]["raw"]
+    sample, command_stamp = data["timestamps/sample_ns"], data["timestamps/action/header_ns"]
+    commands = raw["/arm_controller/joint_trajectory"]["header"]
+    np.testing.assert_array_equal(
+        command_stamp, commands[np.searchsorted(commands, sample, side="right") - 1]
+    )
+    # the recorded chunks are the ground-truth motion at stamp + 50 ms, 100 ms, ... 500 ms
+    error = np.abs(data["action"] - fixture_formula((sample - publisher_start_ns(raw)) / S)).max(
+        axis=1
+    )
+    inside = sample - command_stamp >= 50_000_000  # before the first point the first point is held
+    assert inside.sum() >= len(sample) - 3
+    assert error[inside].max() < 1e-3 and error.max() < 0.03
+
+
+@needs_fixtures
+def test_storage_formats_give_the_same_arrays(fixture_outputs, tmp_path):
+    """The same recording rewritten from MCAP into sqlite3 converts bit for bit identically; the two
+    fixture recordings (two takes of the same scene) agree closely."""
+    copy = tmp_path / "as_sqlite3"
+    with (
+        AnyReader([BAGS["mcap"]]) as reader,
+        Writer(copy, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer,
+    ):
+        conns = {
+            c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+            for c in reader.connections
+        }
+        for conn, receive_ns, raw in reader.messages():
+            writer.write(conns[conn.id], receive_ns, raw)
+    convert([copy], tmp_path / "out", ConversionOptions(cameras=CAMERAS), spec=SPEC)
+    rewritten, mcap = h5(tmp_path / "out/episode_000000.hdf5"), fixture_outputs["mcap"]["data"]
+    assert rewritten.keys() == mcap.keys()
+    for key in mcap:
+        if key not in ("attrs", "chunks"):
+            np.testing.assert_array_equal(rewritten[key], mcap[key], err_msg=key)
+    sqlite3 = fixture_outputs["sqlite3"]["data"]
+    T = min(len(sqlite3["action"]), len(mcap["action"]))
+    np.testing.assert_allclose(
+        sqlite3["observations/qpos"][:T], mcap["observations/qpos"][:T], atol=0.01
+    )
+    front_diff = np.abs(
+        sqlite3["observations/images/front"][:T].astype(int) - mcap["observations/images/front"][:T]
+    )
+    assert front_diff.mean() < 2.0
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt", BAGS)
+def test_dataset_json_reports_frames_and_dropped_counts(fixture_outputs, fmt):
+    run = fixture_outputs[fmt]
+    dataset = json.loads((run["dir"] / "dataset.json").read_text())
+    assert dataset["embodiment"] == "so100" and dataset["rate_hz"] == 10.0
+    assert dataset["camera_names"] == ["front", "wrist"]
+    (episode,) = dataset["episodes"]
+    assert episode["file"] == "episode_000000.hdf5" and episode["source_bag"] == str(BAGS[fmt])
+    assert episode["frames"] == run["data"]["attrs"]["num_frames"] and episode["success"] == -1
+    assert episode["dropped"] == {"joint_states": 0, "front": 0, "wrist": 0}
+    assert episode["topics"]["wrist"] == "/camera/wrist/image_raw/compressed"
+    assert run["summary"].messages == 406 and run["summary"].bytes_read > 2_500_000
+
+
+@needs_fixtures
+def test_a_tight_max_age_drops_steps_and_counts_them_per_stream(tmp_path):
+    raw = read_raw(BAGS["mcap"])
+    summary = convert(
+        [BAGS["mcap"]], tmp_path, ConversionOptions(cameras=CAMERAS, max_age_s=0.03), spec=SPEC
+    )
+    (episode,) = summary.episodes
+    # oracle: the same rule written as a plain loop over the raw stamps
+    topics = {
+        "joint_states": "/joint_states",
+        "front": "/camera/front/image_raw",
+        "wrist": "/camera/wrist/image_raw/compressed",
+    }
+    stamps = {name: raw[topic]["header"] for name, topic in topics.items()}
+    start = max(
+        max(s[0] for s in stamps.values()), raw["/arm_controller/joint_trajectory"]["header"][0]
+    )
+    end = max(s[-1] for s in stamps.values())
+    expected, kept = dict.fromkeys(topics, 0), 0
+    for t in range(start, end + 1, 100_000_000):
+        stale = [name for name, s in stamps.items() if t - max(x for x in s if x <= t) > 30_000_000]
+        for name in stale:
+            expected[name] += 1
+        kept += not stale
+    assert (
+        episode["dropped"] == expected and expected["front"] > 0 and expected["joint_states"] == 0
+    )
+    assert episode["frames"] == kept
+    sample = h5(tmp_path / "episode_000000.hdf5")["timestamps/sample_ns"]
+    assert len(sample) == kept and np.all(np.diff(sample) % 100_000_000 == 0)
+
+
+@needs_fixtures
+def test_receive_time_source_pairs_by_bag_log_time(tmp_path):
+    raw = read_raw(BAGS["sqlite3"])["/camera/front/image_raw"]
+    convert(
+        [BAGS["sqlite3"]],
+        tmp_path,
+        ConversionOptions(cameras=CAMERAS, time_source="receive"),
+        spec=SPEC,
+    )
+    data = h5(tmp_path / "episode_000000.hdf5")
+    sample, receive = data["timestamps/sample_ns"], data["timestamps/images/front/receive_ns"]
+    assert np.all(receive <= sample)
+    np.testing.assert_array_equal(
+        receive, raw["receive"][np.searchsorted(raw["receive"], sample, side="right") - 1]
+    )
+    assert data["attrs"]["time_source"] == "receive"
+
+
+@needs_fixtures
+def test_lzf_compression_and_sim_flag(tmp_path):
+    convert(
+        [BAGS["mcap"]], tmp_path, front_only(compression="lzf", sim=True, rate_hz=5.0), spec=SPEC
+    )
+    with h5py.File(tmp_path / "episode_000000.hdf5") as f:
+        assert f["observations/images/front"].compression == "lzf"
+        assert f.attrs["sim"] == True and f.attrs["rate_hz"] == 5.0  # noqa: E712
+        assert np.all(np.diff(f["timestamps/sample_ns"][()]) == 200_000_000)
+
+
+@needs_fixtures
+def test_main_converts_and_prints_throughput(tmp_path, capsys):
+    code = main(
+        [
+            str(BAGS["mcap"]),
+            "-o",
+            str(tmp_path),
+            "--embodiment",
+            str(SO100_YAML),
+            "--no-progress",
+            *CAMERA_ARGS,
+            "--action-source",
+            "next_state",
+        ]
+    )
+    assert code == 0
+    assert "wrote 1 episodes" in capsys.readouterr().out
+    data = h5(tmp_path / "episode_000000.hdf5")
+    qpos, action = data["observations/qpos"], data["action"]
+    np.testing.assert_array_equal(action[:-1], qpos[1:])
+    np.testing.assert_array_equal(action[-1], qpos[-1])
+    assert np.all(data["timestamps/action/header_ns"] == -1)
+
+
+# --------------------------------------------------------------------------------------------
+# errors: one line, no traceback, no output file
+# --------------------------------------------------------------------------------------------
+@needs_fixtures
+def test_missing_topic_names_it_and_lists_the_topics_present(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as err:
+        convert(
+            [BAGS["mcap"]],
+            out,
+            ConversionOptions(cameras={"side": "/camera/side/image_raw"}),
+            spec=SPEC,
+        )
+    message = str(err.value)
+    assert (
+        "/camera/side/image_raw" in message and "/joint_states" in message and "\n" not in message
+    )
+    assert "topics present" in message and str(BAGS["mcap"]) in message
+    assert outputs(out) == []
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt, suffix", [("mcap", ".mcap"), ("sqlite3", ".db3")])
+def test_truncated_bag_is_reported_and_leaves_no_output(tmp_path, fmt, suffix):
+    bag = tmp_path / "bag"
+    shutil.copytree(BAGS[fmt], bag)
+    (data_file,) = bag.glob(f"*{suffix}")
+    data_file.chmod(0o644)
+    content = data_file.read_bytes()
+    data_file.write_bytes(content[: len(content) // 3])
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError, match="corrupt or truncated") as err:
+        convert([bag], out, ConversionOptions(cameras=CAMERAS), spec=SPEC)
+    assert str(bag) in str(err.value) and "\n" not in str(err.value)
+    assert outputs(out) == []
+
+
+@needs_fixtures
+def test_ctrl_c_while_writing_exits_130_and_leaves_no_file(tmp_path):
+    """A real SIGINT to the CLI while an episode file is being written (3000 Hz, gzip: slow)."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "librobot_training.bag_to_hdf5", str(BAGS["mcap"]), "-o",
+               str(out), "--embodiment", str(SO100_YAML), "--camera", "front", "--rate", "3000",
+               "--compression", "gzip", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(out.glob(".episode_*.partial")):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.startswith("error: interrupted") and "Traceback" not in err
+    assert outputs(out) == []
+
+
+def test_empty_bag_is_reported(tmp_path):
+    bag = tmp_path / "empty"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=TS)
+    with pytest.raises(ConversionError, match="empty"):
+        convert([bag], tmp_path / "out", spec=SPEC)
+    assert outputs(tmp_path / "out") == []
+
+
+def test_missing_path_and_non_bag_directory_are_reported(tmp_path):
+    with pytest.raises(ConversionError, match="does not exist"):
+        convert([tmp_path / "nope"], tmp_path / "out", spec=SPEC)
+    with pytest.raises(ConversionError, match="not a rosbag2 bag"):
+        convert([tmp_path], tmp_path / "out", spec=SPEC)
+
+
+def test_main_prints_one_line_error_and_exits_2(tmp_path, capsys):
+    code = main(
+        [str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--embodiment", str(SO100_YAML)]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("error: bag path ") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_main_help_and_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--help"])
+    assert exit_help.value.code == 0 and "--time-source" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_usage:
+        main(["bag"])  # --output is required
+    assert exit_usage.value.code == 2
+
+
+def test_joint_state_missing_a_joint_names_it(tmp_path):
+    bag = write_bag(
+        tmp_path / "bag", synthetic_messages(seconds=1.0, events=False, names=LEROBOT_NAMES[:5])
+    )
+    with pytest.raises(ConversionError, match="gripper_joint"):
+        convert([bag], tmp_path / "out", front_only(), spec=SPEC)
+
+
+def test_unsupported_encoding_is_a_one_line_error_via_main(tmp_path, capsys):
+    messages = synthetic_messages(
+        seconds=1.0, events=False, image_kwargs=lambda k: {"encoding": "16UC1"}
+    )
+    bag = write_bag(tmp_path / "bag", messages)
+    code = main(
+        [
+            str(bag),
+            "-o",
+            str(tmp_path / "out"),
+            "--embodiment",
+            str(SO100_YAML),
+            "--camera",
+            "front",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "'16UC1'" in err and "front" in err and err.count("\n") == 1
+    assert outputs(tmp_path / "out") == []
+
+
+def test_failure_while_writing_leaves_no_partial_file(tmp_path):
+    """A camera that changes size mid-episode fails after the HDF5 file was started."""
+    messages = synthetic_messages(
+        seconds=2.0, events=False, image_kwargs=lambda k: {"width": 8 if k > 20 else 6}
+    )
+    bag = write_bag(tmp_path / "bag", messages)
+    with pytest.raises(ConversionError, match="8x4 pixels, earlier frames 6x4"):
+        convert([bag], tmp_path / "out", front_only(), spec=SPEC)
+    assert outputs(tmp_path / "out") == []  # neither the episode nor its temporary file
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    bag = write_bag(tmp_path / "bag", synthetic_messages(seconds=1.0, events=False))
+    out = tmp_path / "out"
+    convert([bag], out, front_only(), spec=SPEC)
+    with pytest.raises(ConversionError, match="--overwrite"):
+        convert([bag], out, front_only(), spec=SPEC)
+    convert([bag], out, front_only(overwrite=True), spec=SPEC)
+    assert outputs(out) == ["dataset.json", "episode_000000.hdf5"]
+
+
+# --------------------------------------------------------------------------------------------
+# episodes, synchronisation rules, conversions
+# --------------------------------------------------------------------------------------------
+def test_episode_events_split_a_bag_and_set_success(tmp_path):
+    bag = write_bag(tmp_path / "bag", synthetic_messages(), storage=StoragePlugin.SQLITE3)
+    summary = convert([bag], tmp_path / "out", front_only(), spec=SPEC)
+    assert outputs(tmp_path / "out") == [
+        "dataset.json",
+        *(f"episode_00000{i}.hdf5" for i in range(3)),
+    ]
+    episodes = [h5(tmp_path / f"out/episode_00000{i}.hdf5") for i in range(3)]
+    attrs = [e["attrs"] for e in episodes]
+    assert [a["success"] for a in attrs] == [1, 0, -1]
+    assert [a["episode_index"] for a in attrs] == [0, 1, 2]
+    assert [a["seed"] for a in attrs] == [7, 8, 9]
+    assert [a["instruction"] for a in attrs] == [
+        "stack the cubes",
+        "global instruction",
+        "last one",
+    ]
+    # episode 0 spans 0.5 .. 2.9 s: 25 grid steps; the camera gap (2.0, 2.6) s leaves the newest
+    # image older than 2 periods (0.2 s) at 2.3, 2.4 and 2.5 s -> 3 steps dropped
+    assert [e["grid_steps"] for e in summary.episodes] == [25, 16, 10]
+    assert [e["frames"] for e in summary.episodes] == [22, 16, 10]
+    assert summary.episodes[0]["dropped"] == {"joint_states": 0, "front": 3}
+    assert [e["source_episode_index"] for e in summary.episodes] == [0, 1, 2]
+    sample = episodes[0]["timestamps/sample_ns"]
+    rel = np.round((sample - T0) / 1e8).astype(int)
+    assert rel.tolist() == [r for r in range(5, 30) if r not in (23, 24, 25)]
+    camera = np.array([T0 + k * 50_000_000 for k in range(120) if not 2.0 < k * 0.05 < 2.6])
+    for ep in episodes:
+        sample, js = ep["timestamps/sample_ns"], ep["timestamps/joint_states/header_ns"]
+        np.testing.assert_array_equal(js, sample)  # 100 Hz joints land exactly on the 10 Hz grid
+        np.testing.assert_array_equal(ep["timestamps/joint_states/receive_ns"], js + 1_000_000)
+        # positions (t - T0) + 10 i arrive in LeRobot names and leave in spec order
+        expected = (js[:, None] - T0) / S + 10 * np.arange(6)
+        np.testing.assert_allclose(ep["observations/qpos"], expected, rtol=1e-6)
+        np.testing.assert_allclose(
+            ep["observations/qvel"], np.broadcast_to(np.arange(6), (len(js), 6))
+        )
+        assert not ep["observations/effort"].any()  # absent in the messages -> zeros
+        np.testing.assert_array_equal(
+            ep["action"][:-1], ep["observations/qpos"][1:]
+        )  # no command topic
+        img_stamp = ep["timestamps/images/front/header_ns"]
+        embedded = np.ascontiguousarray(
+            ep["observations/images/front"].reshape(len(js), -1)[:, :8]
+        ).view("<i8")[:, 0]
+        np.testing.assert_array_equal(embedded, img_stamp)
+        latest = camera[np.searchsorted(camera, sample, side="right") - 1]
+        np.testing.assert_array_equal(img_stamp, latest)  # newest image at or before, within 0.2 s
+        assert np.all(sample - img_stamp <= 200_000_000)
+        assert np.all(
+            ep["observations/images/front"].reshape(len(js), -1)[:, 8:] == 50
+        )  # padding dropped
+
+
+def test_make_grid_and_trajectory_evaluation():
+    np.testing.assert_array_equal(
+        make_grid(10, 10 + 3 * S // 10, 10.0), [10 + k * S // 10 for k in range(4)]
+    )
+    assert len(make_grid(10, 9, 10.0)) == 0
+    points = np.array([100, 200, 400])
+    positions = np.array([[0.0, 10.0], [1.0, 20.0], [3.0, 0.0]])
+    got = evaluate_trajectory(points, positions, np.array([0, 100, 150, 300, 400, 999]))
+    np.testing.assert_allclose(got, [[0, 10], [0, 10], [0.5, 15], [2, 10], [3, 0], [3, 0]])
+    np.testing.assert_allclose(
+        evaluate_trajectory(points[:1], positions[:1], np.array([0, 500])), [[0, 10]] * 2
+    )
+
+
+@pytest.mark.parametrize(
+    "encoding, channels, to_rgb",
+    [
+        ("rgb8", 3, lambda p: p),
+        ("bgr8", 3, lambda p: p[..., ::-1]),
+        ("rgba8", 4, lambda p: p[..., :3]),
+        ("bgra8", 4, lambda p: p[..., 2::-1]),
+        ("mono8", 1, lambda p: np.repeat(p, 3, axis=2)),
+    ],
+)
+def test_raw_encodings_become_rgb_honouring_row_padding(encoding, channels, to_rgb):
+    height, width, step = 3, 5, 5 * channels + 3
+    rows = np.random.default_rng(0).integers(0, 255, (height, step), dtype=np.uint8)
+    msg = TS.deserialize_cdr(
+        TS.serialize_cdr(
+            TS.types["sensor_msgs/msg/Image"](
+                header=header(0),
+                height=height,
+                width=width,
+                encoding=encoding,
+                is_bigendian=0,
+                step=step,
+                data=rows.reshape(-1),
+            ),
+            "sensor_msgs/msg/Image",
+        ),
+        "sensor_msgs/msg/Image",
+    )
+    rgb = message_to_rgb(msg)
+    assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(
+        rgb, to_rgb(rows[:, : width * channels].reshape(height, width, channels))
+    )
+    if encoding == "rgb8":
+        assert np.shares_memory(rgb, msg.data)  # zero-copy view of the message buffer
+
+
+def test_unsupported_encoding_error_names_it():
+    msg = stamped_image(0, encoding="16UC1")
+    with pytest.raises(ConversionError, match="unsupported image encoding '16UC1'"):
+        message_to_rgb(msg)
