@@ -1,4 +1,5 @@
-"""librobot_models and librobot_training must work without ROS: they never import rclpy or *_msgs."""
+"""librobot_models and librobot_training must work without ROS: they never import rclpy or *_msgs.
+librobot_models also imports nothing else of ours (arrows only point towards it)."""
 
 import ast
 import subprocess
@@ -34,6 +35,16 @@ def test_sources_never_import_ros(package):
         for path in sorted((SRC / package).rglob("*.py"))
         for line, module in imported_modules(path)
         if forbidden(module)
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_models_import_no_other_librobot_package():
+    offenders = [
+        f"{path.relative_to(SRC)}:{line} imports {module}"
+        for path in sorted((SRC / "librobot_models").rglob("*.py"))
+        for line, module in imported_modules(path)
+        if module.startswith("librobot") and module.split(".")[0] != "librobot_models"
     ]
     assert not offenders, "\n".join(offenders)
 

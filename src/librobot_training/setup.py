@@ -9,6 +9,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/config", ["config/act_so100.yaml"]),
     ],
     install_requires=["numpy", "torch", "h5py", "rosbags", "pyyaml", "tqdm", "opencv-python-headless"],
     extras_require={"test": ["pytest"]},

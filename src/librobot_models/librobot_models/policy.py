@@ -1,0 +1,252 @@
+"""Policy: one checkpoint behind `infer(obs) -> {"actions": chunk}` and `reset()`.
+
+The ROS node, simulation evaluation, benchmarks and the policy server all call this. Observations
+and actions are numpy in robot units; normalisation, tensors and devices stay inside:
+
+    policy = Policy.from_checkpoint("runs/act_so100")
+    policy.reset()                                    # at every episode start
+    out = policy.infer({
+        "images": {"front": rgb},                     # (H, W, 3) uint8 RGB, any size
+        "state": qpos,                                # (state_dim,) float, robot units
+        "instruction": "pick up the cube",            # optional
+    })
+    out["actions"]                                    # (chunk_size, action_dim) float32, robot units
+
+Pre- and post-processing are small frozen transforms (dict -> dict) composed in a list, so a robot
+adapter or a new framework adds a step instead of editing a long method.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from librobot_models.checkpoint import checkpoint_id as compute_checkpoint_id
+from librobot_models.checkpoint import load_checkpoint
+from librobot_models.config import VLAConfig
+from librobot_models.layers.vision import resize_images
+from librobot_models.normalization import NormStats
+
+Transform = Callable[[dict], dict]
+
+
+def compose(transforms: Sequence[Transform]) -> Transform:
+    def apply(data: dict) -> dict:
+        for transform in transforms:
+            data = transform(data)
+        return data
+
+    return apply
+
+
+# -- transforms --------------------------------------------------------------------------------
+def _describe(value: Any) -> str:
+    return (
+        f"a {value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else f"{value!r:.80}"
+    )
+
+
+@dataclass(frozen=True)
+class CheckObservation:
+    """Reject observations the model cannot use, naming the bad value and what was expected."""
+
+    camera_names: tuple[str, ...]
+    state_dim: int
+
+    def __call__(self, obs: dict) -> dict:
+        if not isinstance(obs, Mapping):
+            raise ValueError(f"observation is {_describe(obs)}: expected a dict with 'images' and 'state'")
+        images = obs.get("images")
+        if not isinstance(images, Mapping):
+            raise ValueError(f"obs['images'] is {_describe(images)}: expected a dict camera -> image")
+        for name in self.camera_names:
+            if name not in images:
+                raise ValueError(f"obs['images'] lacks camera {name!r}; expected {list(self.camera_names)}")
+            image = images[name]
+            if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[2:] == (3,)):
+                raise ValueError(
+                    f"obs['images'][{name!r}] is {_describe(image)}: expected an (H, W, 3) uint8 RGB array"
+                )
+
+        state = obs.get("state")
+        if not (isinstance(state, (np.ndarray, list, tuple)) and np.asarray(state).dtype.kind in "fiu"):
+            raise ValueError(f"obs['state'] is {_describe(state)}: expected ({self.state_dim},) floats")
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.state_dim,):
+            raise ValueError(f"obs['state'] has shape {state.shape}: expected ({self.state_dim},)")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"obs['state'] = {state} has non-finite values: expected finite robot units")
+
+        instruction = obs.get("instruction")
+        if instruction is not None and not isinstance(instruction, str):
+            raise ValueError(f"obs['instruction'] is {_describe(instruction)}: expected a str or nothing")
+        return {**obs, "state": state}
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """Standardise the keys present in `stats` (numpy or torch values)."""
+
+    stats: Mapping[str, NormStats]
+
+    def __call__(self, data: dict) -> dict:
+        return {**data, **{key: s.normalize(data[key]) for key, s in self.stats.items() if key in data}}
+
+
+@dataclass(frozen=True)
+class Unnormalize:
+    """Back to robot units for the keys present in `stats`."""
+
+    stats: Mapping[str, NormStats]
+
+    def __call__(self, data: dict) -> dict:
+        return {**data, **{key: s.unnormalize(data[key]) for key, s in self.stats.items() if key in data}}
+
+
+def _to_chw_float(image: np.ndarray, device: str) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(image).to(device).permute(2, 0, 1).float() / 255.0
+
+
+@dataclass(frozen=True)
+class ToModelInputs:
+    """numpy observation -> batch of one in the model contract, on `device`."""
+
+    camera_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    device: str
+
+    def __call__(self, obs: dict) -> dict:
+        images = [
+            resize_images(_to_chw_float(obs["images"][name], self.device), self.image_size)  # (3, H', W')
+            for name in self.camera_names
+        ]
+        batch = {
+            "images": torch.stack(images)[None],  # (1, N, 3, H', W')
+            "state": torch.from_numpy(obs["state"]).to(self.device)[None],  # (1, state_dim)
+        }
+        if obs.get("instruction") is not None:
+            batch["instruction"] = [obs["instruction"]]
+        return batch
+
+
+def actions_to_numpy(out: dict) -> dict:
+    """(1, k, action_dim) tensor -> (k, action_dim) float32 numpy."""
+    return {**out, "actions": out["actions"][0].float().cpu().numpy()}
+
+
+class TemporalEnsembler:
+    """ACT's temporal ensembling, extended to the whole chunk.
+
+    Call once per control step with the newest chunk (k, A). Row j of the result is the weighted
+    mean of every kept chunk's prediction for step t + j, the chunk predicted `age` calls ago
+    weighing exp(coeff * age) (older predictions count more, as in ACT's exp(-m * i) with i = 0 the
+    oldest); row 0 is exactly ACT's ensembled action.
+    """
+
+    def __init__(self, coeff: float, chunk_size: int) -> None:
+        self.coeff = coeff
+        self.chunks: deque[np.ndarray] = deque(maxlen=chunk_size)
+
+    def reset(self) -> None:
+        self.chunks.clear()
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        self.chunks.append(chunk)
+        k = chunk.shape[0]
+        total = np.zeros_like(chunk, dtype=np.float64)  # (k, A)
+        weight = np.zeros((k, 1))  # (k, 1)
+        for age, past in enumerate(reversed(self.chunks)):  # age 0: the chunk just predicted
+            w = np.exp(self.coeff * age)
+            total[: k - age] += w * past[age:]
+            weight[: k - age] += w
+        return (total / weight).astype(np.float32)
+
+
+# -- policy ------------------------------------------------------------------------------------
+class Policy:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: VLAConfig,
+        norm_stats: Mapping[str, NormStats],
+        metadata: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        for key, dim in (("state", config.state_dim), ("actions", config.action_dim)):
+            if key not in norm_stats or norm_stats[key].dim != dim:
+                found = norm_stats[key].dim if key in norm_stats else "none"
+                raise ValueError(f"norm_stats[{key!r}] has dimension {found}: expected {dim}")
+        self.model = model.to(device).eval()
+        self.config = config
+        self.metadata = dict(metadata or {})
+        self._checkpoint_id = checkpoint_id
+        self.input_transforms: list[Transform] = [
+            CheckObservation(tuple(config.camera_names), config.state_dim),
+            Normalize({"state": norm_stats["state"]}),
+            ToModelInputs(tuple(config.camera_names), tuple(config.image_size), str(device)),
+        ]
+        self.output_transforms: list[Transform] = [
+            actions_to_numpy,
+            Unnormalize({"actions": norm_stats["actions"]}),
+        ]
+        self._preprocess = compose(self.input_transforms)  # lists stay editable: compose reads them per call
+        self._postprocess = compose(self.output_transforms)
+        coeff = getattr(config, "temporal_ensemble_coeff", None)
+        self.ensembler = None if coeff is None else TemporalEnsembler(coeff, config.chunk_size)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Policy:
+        model, config, norm_stats, metadata = load_checkpoint(path, device=device)
+        return cls(model, config, norm_stats, metadata, compute_checkpoint_id(path), device)
+
+    def infer(self, obs: dict) -> dict:
+        """{"images": {cam: (H, W, 3) uint8}, "state": (state_dim,), "instruction"?: str}
+        -> {"actions": (chunk_size, action_dim) float32 in robot units}."""
+        batch = self._preprocess(obs)
+        with torch.inference_mode():
+            actions = self.model.sample_actions(batch)  # (1, k, action_dim), normalised
+        out = self._postprocess({"actions": actions})
+        if self.ensembler is not None:
+            out["actions"] = self.ensembler(out["actions"])
+        return out
+
+    def reset(self) -> None:
+        """Forget per-episode state (the temporal ensembling history)."""
+        if self.ensembler is not None:
+            self.ensembler.reset()
+
+    # -- what the node and tools need to know ------------------------------------------------------
+    @property
+    def framework(self) -> str:
+        return self.config.framework
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        return self._checkpoint_id
+
+    @property
+    def camera_names(self) -> list[str]:
+        return list(self.config.camera_names)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def joint_names(self) -> list[str] | None:
+        return self.metadata.get("joint_names")
+
+    @property
+    def rate_hz(self) -> float | None:
+        return self.metadata.get("rate_hz")

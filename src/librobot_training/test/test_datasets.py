@@ -1,0 +1,85 @@
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from librobot_training.datasets import EpisodeDataset, describe_dataset, make_synthetic_episodes
+
+
+@pytest.fixture
+def dataset_dir(tmp_path):
+    make_synthetic_episodes(tmp_path, n_episodes=2, length=12, state_dim=4, camera_names=("front", "wrist"))
+    return tmp_path
+
+
+def test_describe_reads_the_root_attributes(dataset_dir):
+    info = describe_dataset(dataset_dir)
+    assert info.joint_names == ["joint_0", "joint_1", "joint_2", "joint_3"]
+    assert info.camera_names == ["front", "wrist"]
+    assert (info.state_dim, info.action_dim, info.rate_hz, info.embodiment) == (4, 4, 10.0, "synthetic")
+
+
+def test_samples_index_frames_across_episodes(dataset_dir):
+    dataset = EpisodeDataset(dataset_dir, chunk_size=5, camera_names=["wrist"])
+    assert len(dataset) == 24
+    with h5py.File(dataset_dir / "episode_0001.hdf5") as f:
+        qpos, action, wrist = f["observations/qpos"][()], f["action"][()], f["observations/images/wrist"][()]
+    sample = dataset[12 + 3]  # episode 1, frame 3
+    np.testing.assert_array_equal(sample["state"], qpos[3])
+    np.testing.assert_array_equal(sample["actions"], action[3:8])
+    assert not sample["action_is_pad"].any()
+    assert sample["images"].shape == (1, 3, 48, 64) and sample["images"].dtype == np.uint8
+    np.testing.assert_array_equal(sample["images"][0], wrist[3].transpose(2, 0, 1))
+    assert sample["instruction"] == "reach the target"
+    with pytest.raises(IndexError):
+        dataset[24]
+
+
+def test_episode_end_repeats_the_last_action_and_masks_it(dataset_dir):
+    dataset = EpisodeDataset(dataset_dir, chunk_size=5)
+    with h5py.File(dataset_dir / "episode_0000.hdf5") as f:
+        action = f["action"][()]
+    sample = dataset[9]  # frames 9, 10, 11 exist; two steps past the end
+    np.testing.assert_array_equal(sample["action_is_pad"], [False, False, False, True, True])
+    np.testing.assert_array_equal(sample["actions"][:3], action[9:12])
+    np.testing.assert_array_equal(sample["actions"][3:], np.repeat(action[11:12], 2, axis=0))
+    last = dataset[11]
+    np.testing.assert_array_equal(last["action_is_pad"], [False, True, True, True, True])
+
+
+def test_cache_subset_and_pickling_give_the_same_samples(dataset_dir):
+    lazy = EpisodeDataset(dataset_dir, chunk_size=4)
+    cached = EpisodeDataset(dataset_dir, chunk_size=4, episodes=[1], cache_in_memory=True)
+    for key in ("images", "state", "actions", "action_is_pad"):
+        np.testing.assert_array_equal(lazy[12 + 5][key], cached[5][key])
+    lazy[0]  # opens a file handle; a pickled copy (spawned worker) must reopen its own
+    clone = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(clone[3]["state"], lazy[3]["state"])
+    batch = next(iter(torch.utils.data.DataLoader(lazy, batch_size=3)))
+    assert batch["images"].shape == (3, 2, 3, 48, 64) and batch["action_is_pad"].dtype == torch.bool
+    assert batch["instruction"] == ["reach the target"] * 3
+    lazy.close()
+
+
+def test_norm_stats_cover_every_frame(dataset_dir):
+    stats = EpisodeDataset(dataset_dir, chunk_size=4).compute_norm_stats()
+    qpos = []
+    for name in ("episode_0000.hdf5", "episode_0001.hdf5"):
+        with h5py.File(dataset_dir / name) as f:
+            qpos.append(f["observations/qpos"][()])
+    qpos = np.concatenate(qpos)
+    np.testing.assert_allclose(stats["state"].mean, qpos.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["state"].max, qpos.max(0))
+    assert stats["actions"].dim == 4
+
+
+def test_bad_datasets_fail_with_a_clear_message(tmp_path, dataset_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        EpisodeDataset(tmp_path / "missing", chunk_size=4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no episodes"):
+        EpisodeDataset(tmp_path / "empty", chunk_size=4)
+    with pytest.raises(ValueError, match=r"cameras \['top'\] are not in the dataset"):
+        EpisodeDataset(dataset_dir, chunk_size=4, camera_names=["top"])

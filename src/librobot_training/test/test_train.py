@@ -1,0 +1,135 @@
+import json
+
+import pytest
+import yaml
+
+from librobot_models.checkpoint import load_checkpoint
+from librobot_models.policy import Policy
+from librobot_training.datasets import make_synthetic_episodes
+from librobot_training.train import TrainSettings, apply_override, lr_factor, main
+
+TINY_MODEL = [
+    "model.image_size=[32,32]",
+    "model.vision_channels=[16,32]",
+    "model.dim_model=32",
+    "model.n_heads=4",
+    "model.dim_feedforward=64",
+    "model.n_encoder_layers=1",
+    "model.n_vae_encoder_layers=1",
+    "model.chunk_size=6",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    make_synthetic_episodes(path, n_episodes=3, length=20, state_dim=5)
+    return path
+
+
+def _write_config(tmp_path, dataset_dir, **train):
+    config = {
+        "framework": "act",
+        "dataset": str(dataset_dir),
+        "output_dir": str(tmp_path / "run"),
+        "model": {"state_dim": None, "action_dim": None},
+        "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, **train},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_training_writes_a_loadable_checkpoint_and_the_loss_falls(tmp_path, dataset_dir):
+    config = _write_config(tmp_path, dataset_dir, save_every=10)
+    assert main(["--config", str(config), *TINY_MODEL, "train.eval.every=10", "train.eval.episodes=1"]) == 0
+
+    run = tmp_path / "run"
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [5, 10, 15, 20]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"] and log[-1]["l1"] < log[0]["l1"]
+    assert "val_loss" in log[1] and "val_loss" in log[3]
+
+    model, config, norm_stats, metadata = load_checkpoint(run)
+    assert (config.state_dim, config.action_dim, config.camera_names) == (5, 5, ("front",))
+    assert metadata["joint_names"] == [f"joint_{i}" for i in range(5)] and metadata["rate_hz"] == 10.0
+    assert metadata["train"]["step"] == 20 and metadata["train"]["lr"] == 1e-3
+    assert (run / "checkpoints" / "step_000010" / "model.safetensors").is_file()
+    assert Policy.from_checkpoint(run).chunk_size == 6
+
+
+def test_same_seed_same_losses(tmp_path, dataset_dir):
+    logs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert (
+            main(
+                [
+                    f"dataset={dataset_dir}",
+                    f"output_dir={out}",
+                    *TINY_MODEL,
+                    "train.steps=4",
+                    "train.log_every=2",
+                    "train.batch_size=4",
+                ]
+            )
+            == 0
+        )
+        logs.append([json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()])
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset=/no/such/dir"], "dataset directory /no/such/dir does not exist"),
+        (["model.n_heads=5"], "ACTConfig.dim_model = 192 is invalid: expected a multiple of n_heads (5)"),
+        (["model.state_dim=7"], "model.state_dim = 7 but the dataset has 5"),
+        (["train.lr=-1"], "TrainSettings.lr = -1.0 is invalid"),
+        (["train.stepz=3"], "TrainSettings: unknown keys ['stepz']"),
+        (["framework=actt"], "unknown framework 'actt'. Did you mean 'act'?"),
+        (["oops"], "override 'oops' is invalid"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(tmp_path, dataset_dir, capsys, overrides, message):
+    config = _write_config(tmp_path, dataset_dir)
+    assert main(["--config", str(config), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file_and_help(capsys):
+    assert main(["--config", "/no/such.yaml"]) == 2
+    assert "config file /no/such.yaml does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "dotted overrides" in capsys.readouterr().out
+
+
+def test_overrides_and_schedule():
+    data = {"train": {"steps": 1}}
+    apply_override(data, "train.eval.every=5")
+    apply_override(data, "model.camera_names=[front, wrist]")
+    assert data == {
+        "train": {"steps": 1, "eval": {"every": 5}},
+        "model": {"camera_names": ["front", "wrist"]},
+    }
+    settings = TrainSettings(steps=110, warmup_steps=10)
+    assert lr_factor(0, settings) == pytest.approx(0.1)
+    assert lr_factor(10, settings) == pytest.approx(1.0)
+    assert lr_factor(60, settings) == pytest.approx(0.5)
+    assert lr_factor(60, TrainSettings(steps=110, warmup_steps=10, schedule="constant")) == 1.0
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    from librobot_training.train import load_run_config
+
+    path = Path(__file__).resolve().parents[1] / "config" / "act_so100.yaml"
+    run = load_run_config(str(path), [])
+    assert (
+        run.framework == "act" and run.dataset == "data/so100_sim/hdf5" and run.output_dir == "runs/act_so100"
+    )
+    assert run.model["camera_names"] == ["front"] and run.model["state_dim"] is None
