@@ -57,6 +57,14 @@ class ObservationBuffer:
             for key in self._slots:
                 self._slots[key] = _Slot()
 
+    @staticmethod
+    def _decode(decoder: Callable, key: str, message: Any):
+        try:
+            return decoder(message)
+        except (KeyError, ValueError) as err:  # a malformed message: hold, say which input
+            reason = err.args[0] if err.args else repr(err)
+            raise ObservationNotReady(f"invalid {key}: {reason}") from None
+
     def snapshot(self, now_ns: int, max_age_s: float) -> Snapshot:
         """The newest complete observation, or ObservationNotReady naming what is missing/stale."""
         with self._lock:
@@ -71,8 +79,8 @@ class ObservationBuffer:
         if stale:
             ages = ", ".join(f"{k} {age:.0f} ms" for k, age in stale.items())
             raise ObservationNotReady(f"stale input (max age {max_age_s * 1e3:.0f} ms): {ages}")
-        images = {cam: self._decode_image(parts[cam][0]) for cam in self.cameras}
-        state = np.asarray(self._decode_state(parts["state"][0]), dtype=np.float32)
+        images = {cam: self._decode(self._decode_image, cam, parts[cam][0]) for cam in self.cameras}
+        state = np.asarray(self._decode(self._decode_state, "state", parts["state"][0]), np.float32)
         stamps = [s for _, s in parts.values()]
         return Snapshot(
             observation={"images": images, "state": state, "instruction": self.instruction},

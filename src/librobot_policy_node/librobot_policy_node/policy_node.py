@@ -114,6 +114,8 @@ class PolicyNode(Node):
 
         try:
             policy = Policy.from_checkpoint(path, device=self.device)
+            if not policy.rate_hz or not policy.joint_names:
+                raise ValueError("the checkpoint records no rate_hz or joint_names")
             if list(policy.joint_names) != self.spec.joint_names:
                 raise ValueError(
                     f"checkpoint joints {list(policy.joint_names)} differ from the "

@@ -75,3 +75,14 @@ def test_latency_window_percentiles():
     for v in range(1, 101):
         window.add(float(v))
     assert window.percentile(50) == pytest.approx(50.5) and window.max == 100.0
+
+
+def test_a_malformed_input_is_reported_as_not_ready_naming_the_input():
+    def bad_image(message):
+        raise ValueError("unsupported image encoding 'yuv422'")
+
+    buffer = ObservationBuffer(["front"], decode_state=lambda m: m, decode_image=bad_image)
+    buffer.put("state", [0.0], 100 * MS)
+    buffer.put("front", object(), 100 * MS)
+    with pytest.raises(ObservationNotReady, match="invalid front: unsupported image encoding"):
+        buffer.snapshot(100 * MS, 0.5)

@@ -1,0 +1,130 @@
+"""The policy node on real rclpy messages: observations in, a valid stamped JointTrajectory out."""
+
+import numpy as np
+import pytest
+from librobot_msgs.msg import ActionChunk, PolicyStatus
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from librobot_drivers import messages
+from librobot_drivers.embodiment import load_embodiment
+from librobot_models.checkpoint import save_checkpoint
+from librobot_models.frameworks.act import ACTConfig
+from librobot_models.normalization import NormStats
+from librobot_policy_node.policy_node import PolicyNode
+
+SPEC = load_embodiment("so100")
+CHUNK = 10
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = ACTConfig(
+        state_dim=6, action_dim=6, chunk_size=CHUNK, camera_names=("front",), image_size=(32, 32),
+        vision_channels=(8, 16), dim_model=32, n_heads=4, dim_feedforward=64,
+        n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=4,
+    )
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(-0.5, 0.5, size=(100, 6))
+    stats = {"state": NormStats.from_array(samples), "actions": NormStats.from_array(samples)}
+    path = tmp_path_factory.mktemp("ckpt") / "act_tiny"
+    save_checkpoint(path, config.create(), config, stats, {
+        "embodiment": "so100", "joint_names": SPEC.joint_names,
+        "camera_names": ["front"], "rate_hz": 10.0,
+    })
+    return path
+
+
+class Harness:
+    """Publishes observations like a driver and collects what the policy node sends."""
+
+    def __init__(self, context, checkpoint, **params):
+        overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("replan_steps", value=1)]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        self.policy = PolicyNode(context=context, parameter_overrides=overrides)
+        self.robot = Node("fake_driver", context=context)
+        self.joints = self.robot.create_publisher(JointState, "/joint_states", 10)
+        self.camera = self.robot.create_publisher(Image, "/camera/front/image_raw", 10)
+        self.trajectories, self.chunks, self.statuses = [], [], []
+        self.robot.create_subscription(JointTrajectory, SPEC.command_topic, self.trajectories.append, 10)
+        self.robot.create_subscription(ActionChunk, "/policy/action_chunk", self.chunks.append, 10)
+        self.robot.create_subscription(PolicyStatus, "/policy/status", self.statuses.append, 10)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor.add_node(self.policy)
+        self.executor.add_node(self.robot)
+
+    def publish(self, stamp_ns=None, encoding="rgb8"):
+        stamp = messages.time_from_ns(stamp_ns if stamp_ns is not None else
+                                      self.robot.get_clock().now().nanoseconds)
+        state = JointState()
+        state.header.stamp = stamp
+        # LeRobot-style names, in another order: the node maps them through the embodiment.
+        state.name = ["gripper", "shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"]
+        state.position = [0.5, 0.1, -0.2, 0.3, 0.0, 0.0]
+        self.joints.publish(state)
+        image = messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "front_camera")
+        image.encoding = encoding
+        self.camera.publish(image)
+
+    def close(self):
+        self.executor.shutdown()
+        self.policy.destroy_node()
+        self.robot.destroy_node()
+
+
+def test_node_turns_observations_into_a_valid_stamped_trajectory(ros_context, spin, checkpoint):
+    h = Harness(ros_context, checkpoint)
+    try:
+        def feed():
+            h.publish()
+            return len(h.chunks) >= 3 and len(h.trajectories) >= 3
+        assert spin(h.executor, feed, timeout_s=30.0), [s.message for s in h.statuses]
+        trajectory, chunk = h.trajectories[-1], h.chunks[-1]
+        assert list(trajectory.joint_names) == SPEC.joint_names
+        tfs = np.array([messages.to_seconds(p.time_from_start) for p in trajectory.points])
+        assert 1 <= len(tfs) <= CHUNK and np.allclose(np.diff(tfs), 0.1)
+        assert np.allclose(tfs / 0.1, np.round(tfs / 0.1))  # on the control grid
+        start = messages.to_nanoseconds(trajectory.header.stamp)
+        # every point is due after the chunk was published (past points are dropped)
+        assert start + int(tfs[0] * 1e9) > messages.to_nanoseconds(chunk.header.stamp) - 1
+        positions = np.array([p.positions for p in trajectory.points])
+        assert np.all(positions >= SPEC.lower_limits - 1e-9) and np.all(positions <= SPEC.upper_limits + 1e-9)
+        assert all(len(p.velocities) == 6 for p in trajectory.points)
+        assert chunk.framework == "act" and chunk.checkpoint_id
+        assert list(chunk.trajectory.joint_names) == SPEC.joint_names
+        assert [c.sequence for c in h.chunks] == list(range(len(h.chunks)))
+        assert chunk.inference_latency_ms > 0 and abs(chunk.control_period.nanosec - 100_000_000) == 0
+        assert any(s.state == PolicyStatus.STATE_RUNNING for s in h.statuses)
+    finally:
+        h.close()
+
+
+def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros_context, spin, checkpoint):
+    h = Harness(ros_context, checkpoint, max_observation_age_s=0.2)
+    try:
+        old = h.robot.get_clock().now().nanoseconds - 5_000_000_000
+        assert spin(h.executor, lambda: h.publish(stamp_ns=old) or any(
+            s.state == PolicyStatus.STATE_HOLDING or "stale" in s.message for s in h.statuses
+        ), timeout_s=20.0)
+        assert h.trajectories == []
+        assert spin(h.executor, lambda: h.publish(encoding="yuv422") or any(
+            "unsupported image encoding" in s.message for s in h.statuses
+        ), timeout_s=20.0), [s.message for s in h.statuses]
+        assert h.trajectories == []
+        # fresh, valid input again: chunks flow
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) > 0, timeout_s=20.0)
+    finally:
+        h.close()
+
+
+def test_checkpoint_parameter_is_validated_before_it_is_accepted(ros_context, checkpoint, tmp_path):
+    h = Harness(ros_context, checkpoint)
+    try:
+        result = h.policy.set_parameters([Parameter("checkpoint", value=str(tmp_path))])[0]
+        assert not result.successful and "no config.json" in result.reason
+        assert h.policy.set_parameters([Parameter("checkpoint", value=str(checkpoint))])[0].successful
+    finally:
+        h.close()
