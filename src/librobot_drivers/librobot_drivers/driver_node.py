@@ -42,7 +42,7 @@ class DriverNode(Node):
         robot_name = self.declare_parameter("robot", "so100_sim").value
         self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
         servo_rate = self.declare_parameter("servo_rate_hz", 100.0).value
-        camera_names = list(self.declare_parameter("cameras", [""]).value)
+        camera_names = list(self.declare_parameter("cameras", [""]).value)  # [""]: the robot's
         episodes = self.declare_parameter("episodes", 0).value
         schedule = EpisodeSchedule(
             episodes=episodes,
@@ -53,9 +53,11 @@ class DriverNode(Node):
         )
         self._wait_for_commander = self.declare_parameter("wait_for_commander", True).value
 
-        self.robot = make_robot(robot_name, self.spec)
+        camera_names = [c for c in camera_names if c]
+        options = {"render_cameras": camera_names} if camera_names else {}
+        self.robot = make_robot(robot_name, self.spec, **options)
         self.robot.connect()
-        self.cameras = [c for c in camera_names if c] or self.robot.camera_names
+        self.cameras = self.robot.camera_names
         self.follower = TrajectoryFollower(self.robot.read_joints().position)
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
         self._last_tick: float | None = None

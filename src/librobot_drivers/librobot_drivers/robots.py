@@ -14,6 +14,7 @@ ROBOTS = {
 
 
 def make_robot(name: str, spec: Embodiment, **options) -> Robot:
+    """Build robot `name` for `spec`; `options` go to its constructor (e.g. render_cameras)."""
     try:
         module, cls, embodiment = ROBOTS[name]
     except KeyError:
