@@ -18,14 +18,11 @@ from librobot_msgs.msg import EpisodeEvent
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
+from librobot_drivers.ros_common import EPISODE_EVENTS
 
-EPISODE_EVENTS_QOS = QoSProfile(
-    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
 
 
@@ -88,7 +85,7 @@ def run_sim_episodes(
     try:
         if setup is not None:
             setup(node)
-        node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS_QOS)
+        node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
         nodes = [sim_driver(episodes, first_seed, time_limit_s, list(cameras)), *commanders]
         deadline = time.monotonic() + STARTUP_ALLOWANCE_S + episodes * (time_limit_s + 3.0)
         with NodeGraph(nodes, log_dir=log_dir) as graph, tqdm(

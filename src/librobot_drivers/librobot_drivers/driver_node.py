@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from geometry_msgs.msg import PointStamped
 from librobot_msgs.msg import EpisodeEvent
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -25,14 +22,9 @@ from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule, Phase
 from librobot_drivers.robots import make_robot
+from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import TrajectoryFollower
 
-LATCHED = QoSProfile(
-    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
-EPISODE_EVENTS_QOS = QoSProfile(
-    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
 MAX_SIM_STEP_S = 0.05  # a late tick never advances the simulation by more than this
 
 
@@ -78,7 +70,7 @@ class DriverNode(Node):
         )
         if self.robot.simulated:
             self._event_pub = self.create_publisher(
-                EpisodeEvent, self.spec.topic("episode_events"), EPISODE_EVENTS_QOS
+                EpisodeEvent, self.spec.topic("episode_events"), EPISODE_EVENTS
             )
             self._instruction_pub = self.create_publisher(
                 String, self.spec.topic("instruction"), LATCHED
@@ -168,21 +160,7 @@ class DriverNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DriverNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as err:  # bad parameters: one readable line
-        print(f"driver_node: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DriverNode, "driver_node", args=args)
 
 
 if __name__ == "__main__":

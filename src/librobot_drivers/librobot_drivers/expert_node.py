@@ -12,22 +12,17 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PointStamped
 from librobot_msgs.msg import EpisodeEvent
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.ros_common import EPISODE_EVENTS, run_node
 from librobot_drivers.sim.expert import ScriptedExpert
 
-EPISODE_EVENTS_QOS = QoSProfile(
-    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
 
 
 class ExpertNode(Node):
@@ -48,7 +43,7 @@ class ExpertNode(Node):
         self.create_subscription(PointStamped, "/sim/object_position", self._on_object, 10)
         self.create_subscription(JointState, self.spec.topic("joint_states"), self._on_joints, 10)
         self.create_subscription(
-            EpisodeEvent, self.spec.topic("episode_events"), self._on_event, EPISODE_EVENTS_QOS
+            EpisodeEvent, self.spec.topic("episode_events"), self._on_event, EPISODE_EVENTS
         )
         self.create_timer(1.0 / publish_rate, self._on_tick)
 
@@ -81,18 +76,7 @@ class ExpertNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ExpertNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ExpertNode, "expert_node", args=args)
 
 
 if __name__ == "__main__":

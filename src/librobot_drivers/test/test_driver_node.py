@@ -9,7 +9,8 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
-from librobot_drivers.driver_node import EPISODE_EVENTS_QOS, DriverNode
+from librobot_drivers.driver_node import DriverNode
+from librobot_drivers.ros_common import EPISODE_EVENTS
 from librobot_drivers.embodiment import load_embodiment
 
 SPEC = load_embodiment("so100")
@@ -56,7 +57,7 @@ def test_simulated_episodes_start_once_a_commander_is_connected(ros_context, spi
     driver, client, executor = make(ros_context, episodes=1, episode_time_limit_s=1.0,
                                     episode_pause_s=0.2)
     events = []
-    client.create_subscription(EpisodeEvent, "/episode_events", events.append, EPISODE_EVENTS_QOS)
+    client.create_subscription(EpisodeEvent, "/episode_events", events.append, EPISODE_EVENTS)
     try:
         spin(executor, lambda: False, timeout_s=1.0)
         assert events == []  # nobody commands the robot yet

@@ -17,13 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -31,15 +29,10 @@ from trajectory_msgs.msg import JointTrajectory
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.images import decode_image
+from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
-LATCHED = QoSProfile(
-    depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
-EPISODE_EVENTS_QOS = QoSProfile(
-    depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
-)
 
 
 def check_checkpoint_dir(path: str) -> str | None:
@@ -87,7 +80,7 @@ class PolicyNode(Node):
         )
         self.create_subscription(
             EpisodeEvent, self.spec.topic("episode_events"), self._on_episode_event,
-            EPISODE_EVENTS_QOS, callback_group=self._inputs,
+            EPISODE_EVENTS, callback_group=self._inputs,
         )
         self._camera_subs = []
         self._instruction = ""
@@ -250,23 +243,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as err:
-        print(f"policy_node: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PolicyNode, "policy_node", threads=2, args=args)
 
 
 if __name__ == "__main__":
