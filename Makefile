@@ -6,7 +6,7 @@ ENV := source scripts/env.sh
 CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
 EPISODES ?= 10
 
-.PHONY: help setup test demo pipeline clean
+.PHONY: help setup test demo pipeline bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -22,6 +22,9 @@ demo: setup  ## set up if needed, then run the shipped ACT policy on the simulat
 
 pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 30 min on 2 cores)
 	@$(ENV) && bash scripts/pipeline.sh
+
+bench: setup  ## speed benchmarks, each against a baseline measured in the same run
+	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -67,7 +69,6 @@ class PolicyNode(Node):
         self._inputs = MutuallyExclusiveCallbackGroup()
         self._compute = MutuallyExclusiveCallbackGroup()
 
-        self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self.create_subscription(
@@ -86,6 +87,12 @@ class PolicyNode(Node):
         self._instruction = ""
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._timer = self.create_timer(0.1, self._on_tick, callback_group=self._compute)
+        # Load a start-up checkpoint before offering commands: a driver that waits for someone to
+        # command the robot then starts with a policy that is ready (later swaps load in _on_tick).
+        if self._pending_checkpoint:
+            path, self._pending_checkpoint = self._pending_checkpoint, None
+            self._load(path)
+        self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
         self.create_timer(1.0, self._publish_status, callback_group=self._inputs)
 
     # -- model loading ---------------------------------------------------------------------------
@@ -120,6 +127,7 @@ class PolicyNode(Node):
             self._set_state(PolicyStatus.STATE_ERROR, f"could not load {path}: {err}")
             self.get_logger().error(self._message)
             return
+        self._warm_up(policy)
         self.policy = policy
         self._buffer = ObservationBuffer(
             policy.camera_names,
@@ -147,6 +155,18 @@ class PolicyNode(Node):
             f"chunk {policy.chunk_size} at {policy.rate_hz:g} Hz, cameras {policy.camera_names}, "
             f"replanning every {period * 1e3:.0f} ms"
         )
+
+    def _warm_up(self, policy) -> None:
+        """One inference on a blank observation, so the first real chunk is not late."""
+        blank = {
+            "images": {
+                cam: np.zeros((self.spec.camera(cam).height, self.spec.camera(cam).width, 3), np.uint8)
+                for cam in policy.camera_names
+            },
+            "state": np.clip(np.zeros(self.spec.dof), self.spec.lower_limits, self.spec.upper_limits),
+        }
+        policy.infer(blank)
+        policy.reset()
 
     # -- inputs ----------------------------------------------------------------------------------
     def _put(self, key: str, msg) -> None:
