@@ -51,3 +51,29 @@ def spin_until(executor, predicate, timeout_s: float = 10.0) -> bool:
 @pytest.fixture
 def spin():
     return spin_until
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised SO-100 ACT checkpoint (10-step chunks, front camera, 10 Hz):
+    small enough to load and run in milliseconds, real in every other respect."""
+    import numpy as np
+
+    from librobot_drivers.embodiment import load_embodiment
+    from librobot_models.checkpoint import save_checkpoint
+    from librobot_models.frameworks.act import ACTConfig
+    from librobot_models.normalization import NormStats
+
+    spec = load_embodiment("so100")
+    config = ACTConfig(
+        state_dim=6, action_dim=6, chunk_size=10, camera_names=("front",), image_size=(32, 32),
+        vision_channels=(8, 16), dim_model=32, n_heads=4, dim_feedforward=64,
+        n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=4,
+    )
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, size=(100, 6))
+    stats = {"state": NormStats.from_array(samples), "actions": NormStats.from_array(samples)}
+    path = tmp_path_factory.mktemp("checkpoints") / "act_tiny"
+    metadata = {"embodiment": "so100", "joint_names": spec.joint_names,
+                "camera_names": ["front"], "rate_hz": 10.0}
+    save_checkpoint(path, config.create(), config, stats, metadata)
+    return path

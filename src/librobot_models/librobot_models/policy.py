@@ -110,7 +110,8 @@ class Unnormalize:
 
 def _to_chw_float(image: np.ndarray, device: str) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
-    return torch.from_numpy(image).to(device).permute(2, 0, 1).float() / 255.0
+    pixels = torch.from_numpy(np.require(image, requirements="W"))  # copies read-only frames
+    return pixels.to(device).permute(2, 0, 1).float() / 255.0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""Framework registry: names (and aliases) -> config classes whose `create()` builds the module.
+"""Registries: names (and aliases) -> registered objects, filled by decorators, built-in modules and
+entry-point plugins. One `Registry` class serves every kind of component:
+
+    FRAMEWORKS   framework configs (VLAConfig subclasses whose `create()` builds the module)
+    VLMS         VLM backbone variants (callables returning a VLMConfig, see librobot_models.backbones)
+
+Frameworks:
 
     @register_vla("act", aliases=("aloha_act",))
     @dataclass(frozen=True)
@@ -9,110 +15,218 @@
     list_vlas()                                         # ['act', ...]
     vla_config_class("act")                             # ACTConfig
 
-Built-in frameworks register when `librobot_models.frameworks` is imported; third-party packages
-add theirs through the entry-point group "librobot.frameworks", e.g. in setup.py
+VLM backbones (`create_vlm`, `list_vlms`, `get_vlm_config` live in librobot_models.backbones, next to
+the wrappers they build; `register_vlm` is here so that a plugin needs only this module):
 
-    entry_points={"librobot.frameworks": ["my_vla = my_pkg.my_vla:MyVLAConfig"]}
+    @register_vlm("qwen2-vl-2b", aliases=("qwen-vl",))
+    def qwen2_vl_2b() -> Qwen2VLConfig: ...
 
-where the target is a module (registering through the decorator on import) or a config class
-(registered under the entry-point name if it did not register itself). Both load lazily, on the
-first lookup.
+Names match case-insensitively with "-" and "_" treated alike ("ALOHA-ACT" finds "aloha_act"); lists
+show names as registered. Built-ins register when their package is imported, on the first lookup;
+third-party packages add theirs through an entry-point group, e.g. in setup.py
+
+    entry_points={"librobot.frameworks": ["my_vla = my_pkg.my_vla:MyVLAConfig"],
+                  "librobot.vlms": ["my_vlm = my_pkg.my_vlm"]}
+
+where the target is a module (registering through the decorator on import) or an object the
+registry accepts (registered under the entry-point name if it did not register itself). Both load
+lazily, on the first lookup; a plugin that fails to load is reported as a warning and skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import types
 import warnings
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from typing import Any, Callable, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
 from librobot_models.config import VLAConfig
 
-ENTRY_POINT_GROUP = "librobot.frameworks"
-
-_CONFIGS: dict[str, type[VLAConfig]] = {}  # canonical name -> config class
-_ALIASES: dict[str, str] = {}  # alias -> canonical name
-_loaded = False
-
+T = TypeVar("T")
 C = TypeVar("C", bound=type[VLAConfig])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _key(name: str) -> str:
+    """The lookup key of a name: case and "-" vs "_" do not matter."""
     return str(name).strip().lower().replace("-", "_")
 
 
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+def _describe(obj: Any) -> str:
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else repr(obj)
 
 
-def _add(name: str, aliases: tuple[str, ...], cls: type[VLAConfig]) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, VLAConfig)):
-        raise TypeError(f"register_vla({name!r}): {cls!r} is not a VLAConfig subclass")
-    canonical = _key(name)
-    previous = _CONFIGS.get(canonical)
-    if previous is not None and _qualified(previous) != _qualified(cls):  # same class re-imported is fine
-        raise ValueError(f"framework name {name!r} is already taken by {_qualified(previous)}")
-    if canonical in _ALIASES and _ALIASES[canonical] != canonical:
-        raise ValueError(f"framework name {name!r} is already an alias of {_ALIASES[canonical]!r}")
-    for alias in map(_key, aliases):
-        if alias in _CONFIGS or _ALIASES.get(alias, canonical) != canonical:
-            raise ValueError(f"alias {alias!r} of {name!r} is already taken")
-    _CONFIGS[canonical] = cls
-    _ALIASES.update({_key(a): canonical for a in aliases})
-    cls.framework = canonical
+class Registry(Generic[T]):
+    """Names and aliases -> objects of one kind, with lazy built-ins and entry-point plugins.
+
+    kind:       what the entries are, for messages ("framework", "VLM")
+    group:      entry-point group scanned on the first lookup ("librobot.frameworks")
+    builtins:   module imported on the first lookup; importing it registers the built-in entries
+    accepts:    predicate an object must pass to be registered
+    expected:   what `accepts` wants, for the TypeError ("a VLAConfig subclass")
+    on_register: called with (name, obj) after an entry is added
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtins: str,
+        accepts: Callable[[Any], bool],
+        expected: str,
+        on_register: Callable[[str, T], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.group = group
+        self.builtins = builtins
+        self._accepts = accepts
+        self._expected = expected
+        self._on_register = on_register
+        self._entries: dict[str, tuple[str, T]] = {}  # key -> (name as registered, object)
+        self._aliases: dict[str, str] = {}  # alias key -> canonical key
+        self._loaded = False
+
+    # -- registering --------------------------------------------------------------------------------
+    def add(self, name: str, obj: T, aliases: tuple[str, ...] | str = (), *, caller: str = "register") -> T:
+        """Register `obj` under `name` and `aliases`; a name taken by another object raises ValueError."""
+        aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+        if not self._accepts(obj):
+            raise TypeError(f"{caller}({name!r}): {obj!r} is not {self._expected}")
+        canonical = _key(name)
+        previous = self._entries.get(canonical)
+        # the same object registering again (its module imported twice) is fine
+        if previous is not None and _describe(previous[1]) != _describe(obj):
+            raise ValueError(f"{self.kind} name {name!r} is already taken by {_describe(previous[1])}")
+        if canonical in self._aliases and self._aliases[canonical] != canonical:
+            owner = self._entries[self._aliases[canonical]][0]
+            raise ValueError(f"{self.kind} name {name!r} is already an alias of {owner!r}")
+        for alias in aliases:
+            if _key(alias) in self._entries or self._aliases.get(_key(alias), canonical) != canonical:
+                raise ValueError(f"alias {alias!r} of {name!r} is already taken")
+        self._entries[canonical] = (str(name).strip(), obj)
+        self._aliases.update({_key(a): canonical for a in aliases})
+        if self._on_register is not None:
+            self._on_register(str(name).strip(), obj)
+        return obj
+
+    def register(
+        self, name: str, aliases: tuple[str, ...] | str = (), *, caller: str = "register"
+    ) -> Callable[[T], T]:
+        """Decorator form of `add`."""
+
+        def decorator(obj: T) -> T:
+            return self.add(name, obj, aliases, caller=caller)
+
+        return decorator
+
+    # -- plugins ------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Import the built-ins and every entry point of `group`, once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        importlib.import_module(self.builtins)
+        for entry_point in metadata.entry_points(group=self.group):
+            try:
+                target = entry_point.load()
+                if isinstance(target, types.ModuleType):
+                    continue  # it registered itself on import
+                if not any(obj is target for _, obj in self._entries.values()):
+                    self.add(entry_point.name, target, caller=f"entry point {self.group}")
+            except Exception as err:  # a broken plugin must not hide the working entries
+                warnings.warn(
+                    f"librobot {self.kind} plugin {entry_point.value!r} failed to load: {err!r}", stacklevel=3
+                )
+
+    @property
+    def loaded(self) -> bool:
+        """Whether built-ins and plugins have been loaded (they load on the first lookup)."""
+        return self._loaded
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Registry[T]]:
+        """For tests: inside the block, registrations land on a copy and plugins are looked up again
+        on the next lookup; the registry as it was comes back afterwards."""
+        self.load()
+        saved = (self._entries, self._aliases, self._loaded)
+        self._entries, self._aliases, self._loaded = dict(self._entries), dict(self._aliases), False
+        try:
+            yield self
+        finally:
+            self._entries, self._aliases, self._loaded = saved
+
+    # -- lookups ------------------------------------------------------------------------------------
+    def canonical(self, name: str) -> str:
+        """The registered name behind `name` or an alias; unknown names raise ValueError listing the
+        choices and the closest match."""
+        self.load()
+        key = _key(name)
+        key = self._aliases.get(key, key)
+        if key in self._entries:
+            return self._entries[key][0]
+        close = difflib.get_close_matches(key, sorted(self._entries) + sorted(self._aliases), n=1, cutoff=0.5)
+        hint = f" Did you mean {self._entries[self._aliases.get(close[0], close[0])][0]!r}?" if close else ""
+        raise ValueError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(self.names())}")
+
+    def get(self, name: str) -> T:
+        """The object registered under `name` or an alias (see `canonical` for unknown names)."""
+        return self._entries[_key(self.canonical(name))][1]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted (aliases not included)."""
+        self.load()
+        return sorted(name for name, _ in self._entries.values())
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> registered name."""
+        self.load()
+        return {alias: self._entries[key][0] for alias, key in sorted(self._aliases.items())}
+
+    def __contains__(self, name: object) -> bool:
+        self.load()
+        key = _key(str(name))
+        return self._aliases.get(key, key) in self._entries
+
+
+# -- frameworks ------------------------------------------------------------------------------------
+ENTRY_POINT_GROUP = "librobot.frameworks"
+
+
+def _set_framework_name(name: str, cls: type[VLAConfig]) -> None:
+    cls.framework = _key(name)
+
+
+FRAMEWORKS: Registry[type[VLAConfig]] = Registry(
+    kind="framework",
+    group=ENTRY_POINT_GROUP,
+    builtins="librobot_models.frameworks",
+    accepts=lambda obj: isinstance(obj, type) and issubclass(obj, VLAConfig),
+    expected="a VLAConfig subclass",
+    on_register=_set_framework_name,
+)
 
 
 def register_vla(name: str, aliases: tuple[str, ...] = ()) -> Callable[[C], C]:
     """Class decorator: make a VLAConfig subclass available by `name` and its `aliases`."""
-
-    aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
-
-    def decorator(cls: C) -> C:
-        _add(name, aliases, cls)
-        return cls
-
-    return decorator
-
-
-def _load_plugins() -> None:
-    """Import the built-in frameworks and every "librobot.frameworks" entry point, once."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    importlib.import_module("librobot_models.frameworks")
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = entry_point.load()
-        except Exception as err:  # a broken plugin must not hide the working frameworks
-            warnings.warn(
-                f"librobot framework plugin {entry_point.value!r} failed to load: {err!r}", stacklevel=3
-            )
-            continue
-        if isinstance(target, type) and target not in _CONFIGS.values():
-            _add(entry_point.name, (), target)
+    return FRAMEWORKS.register(name, aliases, caller="register_vla")
 
 
 def vla_config_class(name: str) -> type[VLAConfig]:
     """The config class registered under `name` or alias; unknown names raise ValueError."""
-    _load_plugins()
-    key = _key(name)
-    key = _ALIASES.get(key, key)
-    if key in _CONFIGS:
-        return _CONFIGS[key]
-    known = sorted(_CONFIGS) + sorted(_ALIASES)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
-    raise ValueError(f"unknown framework {name!r}.{hint} Available: {', '.join(list_vlas())}")
+    return FRAMEWORKS.get(name)
 
 
 def list_vlas() -> list[str]:
     """Canonical names of every registered framework (aliases not included)."""
-    _load_plugins()
-    return sorted(_CONFIGS)
+    return FRAMEWORKS.names()
 
 
 def get_vla_config(name: str, **overrides: Any) -> VLAConfig:
@@ -127,3 +241,38 @@ def create_vla(name_or_config: str | VLAConfig, **overrides: Any) -> torch.nn.Mo
     else:
         config = get_vla_config(name_or_config, **overrides)
     return config.create()
+
+
+# -- VLM backbones ---------------------------------------------------------------------------------
+VLM_ENTRY_POINT_GROUP = "librobot.vlms"
+
+VLMS: Registry[Callable[[], Any]] = Registry(
+    kind="VLM",
+    group=VLM_ENTRY_POINT_GROUP,
+    builtins="librobot_models.backbones",
+    accepts=callable,
+    expected="a callable returning a VLMConfig (a function or a VLMConfig subclass)",
+)
+
+
+def register_vlm(name: str, aliases: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Decorator: make a VLM variant available by `name` and `aliases`. The decorated object is called
+    with no arguments to get the variant's VLMConfig: a function, or a VLMConfig subclass whose
+    defaults are the variant."""
+    return VLMS.register(name, aliases, caller="register_vlm")
+
+
+# -- action heads ----------------------------------------------------------------------------------
+HEADS: Registry[type] = Registry(
+    kind="action head",
+    group="librobot.heads",
+    builtins="librobot_models.heads",
+    # duck-typed: importing heads.base here would import the heads package, which imports us
+    accepts=lambda obj: isinstance(obj, type) and hasattr(obj, "create") and hasattr(obj, "from_dict"),
+    expected="an action-head config class (HeadConfig subclass)",
+)
+
+
+def register_head(name: str, aliases: tuple[str, ...] = ()) -> Callable[[C], C]:
+    """Class decorator: make a HeadConfig subclass available by `name` and its `aliases`."""
+    return HEADS.register(name, aliases, caller="register_head")

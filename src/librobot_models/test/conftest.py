@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from librobot_models.frameworks.act import ACTConfig
 
@@ -21,3 +22,12 @@ def tiny_act_config() -> ACTConfig:
         n_vae_encoder_layers=1,
         latent_dim=8,
     )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread: thread hand-offs dominate, more so on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,12 +28,10 @@ class _Outer(Config):
 
 
 @pytest.fixture
-def clean_registry(monkeypatch):
+def clean_registry():
     """A registry whose additions vanish after the test, with plugins not yet loaded."""
-    registry._load_plugins()  # built-ins in place before copying
-    monkeypatch.setattr(registry, "_CONFIGS", dict(registry._CONFIGS))
-    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
-    monkeypatch.setattr(registry, "_loaded", False)
+    with registry.FRAMEWORKS.scratch():
+        yield
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -151,7 +149,7 @@ def test_entry_point_plugin_is_loaded_lazily(clean_registry, tmp_path, monkeypat
         "broken_plugin = librobot_no_such_module:Nothing\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "toy_plugin" not in registry._CONFIGS  # nothing loaded before the first lookup
+    assert not registry.FRAMEWORKS.loaded  # nothing loaded before the first lookup
     with pytest.warns(UserWarning, match="librobot_no_such_module"):
         names = list_vlas()
     assert "toy_plugin" in names and "act" in names

@@ -1,7 +1,6 @@
 """The policy node on real rclpy messages: observations in, a valid stamped JointTrajectory out."""
 
 import numpy as np
-import pytest
 from librobot_msgs.msg import ActionChunk, PolicyStatus
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -11,31 +10,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
-from librobot_models.checkpoint import save_checkpoint
-from librobot_models.frameworks.act import ACTConfig
-from librobot_models.normalization import NormStats
 from librobot_policy_node.policy_node import PolicyNode
 
 SPEC = load_embodiment("so100")
-CHUNK = 10
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = ACTConfig(
-        state_dim=6, action_dim=6, chunk_size=CHUNK, camera_names=("front",), image_size=(32, 32),
-        vision_channels=(8, 16), dim_model=32, n_heads=4, dim_feedforward=64,
-        n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=4,
-    )
-    rng = np.random.default_rng(0)
-    samples = rng.uniform(-0.5, 0.5, size=(100, 6))
-    stats = {"state": NormStats.from_array(samples), "actions": NormStats.from_array(samples)}
-    path = tmp_path_factory.mktemp("ckpt") / "act_tiny"
-    save_checkpoint(path, config.create(), config, stats, {
-        "embodiment": "so100", "joint_names": SPEC.joint_names,
-        "camera_names": ["front"], "rate_hz": 10.0,
-    })
-    return path
+CHUNK = 10  # the tiny_checkpoint fixture's chunk size
 
 
 class Harness:
@@ -75,8 +53,8 @@ class Harness:
         self.robot.destroy_node()
 
 
-def test_node_turns_observations_into_a_valid_stamped_trajectory(ros_context, spin, checkpoint):
-    h = Harness(ros_context, checkpoint)
+def test_node_turns_observations_into_a_valid_stamped_trajectory(ros_context, spin, tiny_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint)
     try:
         def feed():
             h.publish()
@@ -102,8 +80,8 @@ def test_node_turns_observations_into_a_valid_stamped_trajectory(ros_context, sp
         h.close()
 
 
-def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros_context, spin, checkpoint):
-    h = Harness(ros_context, checkpoint, max_observation_age_s=0.2)
+def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros_context, spin, tiny_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint, max_observation_age_s=0.2)
     try:
         old = h.robot.get_clock().now().nanoseconds - 5_000_000_000
         assert spin(h.executor, lambda: h.publish(stamp_ns=old) or any(
@@ -120,11 +98,11 @@ def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros
         h.close()
 
 
-def test_checkpoint_parameter_is_validated_before_it_is_accepted(ros_context, checkpoint, tmp_path):
-    h = Harness(ros_context, checkpoint)
+def test_checkpoint_parameter_is_validated_before_it_is_accepted(ros_context, tiny_checkpoint, tmp_path):
+    h = Harness(ros_context, tiny_checkpoint)
     try:
         result = h.policy.set_parameters([Parameter("checkpoint", value=str(tmp_path))])[0]
         assert not result.successful and "no config.json" in result.reason
-        assert h.policy.set_parameters([Parameter("checkpoint", value=str(checkpoint))])[0].successful
+        assert h.policy.set_parameters([Parameter("checkpoint", value=str(tiny_checkpoint))])[0].successful
     finally:
         h.close()

@@ -1,9 +1,24 @@
-"""Shared building blocks, written once and composed by the frameworks."""
+"""Shared building blocks, written once and composed by the frameworks and the action heads."""
 
-from librobot_models.layers.mlp import ACTIVATIONS, MLP, activation
-from librobot_models.layers.positional import sinusoidal_1d, sinusoidal_2d
+from librobot_models.layers.attention import Attention, AttentionConfig, attention_mask
+from librobot_models.layers.encoders import (
+    LSTMHistoryEncoder,
+    MLPStateEncoder,
+    TransformerHistoryEncoder,
+    TransformerStateEncoder,
+)
+from librobot_models.layers.fusion import CrossAttentionFusion, FiLM
+from librobot_models.layers.mlp import ACTIVATIONS, MLP, GatedLinear, GeGLU, SwiGLU, activation
+from librobot_models.layers.norms import NORMS, TokenGroupNorm, norm
+from librobot_models.layers.positional import (
+    alibi_bias,
+    alibi_slopes,
+    apply_rotary,
+    sinusoidal_1d,
+    sinusoidal_2d,
+)
 from librobot_models.layers.transformer import (
-    Attention,
+    Sublayer,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -14,13 +29,31 @@ from librobot_models.layers.vision import ConvImageEncoder, resize_images
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "NORMS",
     "Attention",
+    "AttentionConfig",
     "ConvImageEncoder",
+    "CrossAttentionFusion",
+    "FiLM",
+    "GatedLinear",
+    "GeGLU",
+    "LSTMHistoryEncoder",
+    "MLPStateEncoder",
+    "Sublayer",
+    "SwiGLU",
+    "TokenGroupNorm",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "TransformerHistoryEncoder",
+    "TransformerStateEncoder",
     "activation",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rotary",
+    "attention_mask",
+    "norm",
     "resize_images",
     "sinusoidal_1d",
     "sinusoidal_2d",

@@ -1,0 +1,171 @@
+"""LLaVA-1.5: a CLIP ViT-L/14 at 336 px whose second-to-last layer's patch tokens (CLS dropped)
+go through a two-layer MLP into a Vicuna (Llama-2) language model.
+
+transformers class: LlavaForConditionalGeneration.
+
+Prompt per sample: <s>, <image> x (image_size / patch)^2 per image (576 at 336 px), then the text.
+The CLIP position embeddings are learned for one resolution: image_size is part of the architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from transformers import LlavaConfig as HFLlavaConfig
+from transformers import PretrainedConfig
+
+from librobot_models.backbones.base import CLIP_MEAN, CLIP_STD, DecoderVLMConfig, VLMBackbone
+from librobot_models.registry import register_vlm
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlavaConfig(DecoderVLMConfig):
+    """LLaVA-1.5."""
+
+    family: ClassVar[str] = "llava"
+    model_type: ClassVar[str] = "llava"
+    special_tokens: ClassVar[dict[str, str]] = {
+        "unk": "<unk>",
+        "bos": "<s>",
+        "eos": "</s>",
+        "image": "<image>",
+        "pad": "<pad>",
+    }
+
+    vision_feature_layer: int = -2  # which CLIP layer's tokens feed the projector
+
+    image_size: tuple[int, int] = (336, 336)  # fixed by the CLIP position embeddings
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+
+    def validate(self) -> None:
+        super().validate()
+        self.check("image_size", self.image_size[0] == self.image_size[1], "a square (CLIP)")
+        self.check_image_multiple(self.patch_size)
+        self.check(
+            "vision_feature_layer",
+            -self.vision_layers <= self.vision_feature_layer < 0,
+            f"a negative layer index in [-{self.vision_layers}, -1]",
+        )
+
+    def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
+        return HFLlavaConfig(
+            vision_config=dict(
+                model_type="clip_vision_model",
+                hidden_size=self.vision_hidden_size,
+                intermediate_size=self.vision_intermediate_size,
+                num_hidden_layers=self.vision_layers,
+                num_attention_heads=self.vision_heads,
+                patch_size=self.patch_size,
+                image_size=self.image_size[0],
+            ),
+            text_config=dict(
+                model_type="llama",
+                hidden_size=self.hidden_size,
+                intermediate_size=self.intermediate_size,
+                num_hidden_layers=self.num_layers,
+                num_attention_heads=self.num_heads,
+                num_key_value_heads=self.num_kv_heads,
+                vocab_size=self.vocab_size,
+                max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+                pad_token_id=special_ids["pad"],
+                bos_token_id=special_ids["bos"],
+                eos_token_id=special_ids["eos"],
+            ),
+            image_token_index=special_ids["image"],
+            image_seq_length=(self.image_size[0] // self.patch_size) ** 2,
+            vision_feature_layer=self.vision_feature_layer,
+            vision_feature_select_strategy="default",
+            tie_word_embeddings=self.tie_word_embeddings,
+        )
+
+    @classmethod
+    def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
+        text, vision = hf_config.text_config, hf_config.vision_config
+        return dict(
+            hidden_size=text.hidden_size,
+            num_layers=text.num_hidden_layers,
+            num_heads=text.num_attention_heads,
+            num_kv_heads=text.num_key_value_heads,
+            intermediate_size=text.intermediate_size,
+            vocab_size=text.vocab_size,
+            tie_word_embeddings=bool(hf_config.tie_word_embeddings),
+            rope_theta=float(text.rope_parameters["rope_theta"]),
+            vision_hidden_size=vision.hidden_size,
+            vision_layers=vision.num_hidden_layers,
+            vision_heads=vision.num_attention_heads,
+            vision_intermediate_size=vision.intermediate_size,
+            patch_size=vision.patch_size,
+            image_size=(vision.image_size, vision.image_size),
+            vision_feature_layer=hf_config.vision_feature_layer,
+        )
+
+    def tiny(self) -> LlavaConfig:
+        return self.replace(**self.tiny_text(), **self.tiny_vision(), image_size=(56, 56))
+
+    @classmethod
+    def backbone_class(cls) -> type[VLMBackbone]:
+        return LlavaBackbone
+
+
+class LlavaBackbone(VLMBackbone):
+    """LLaVA-1.5 behind the VLMBackbone interface."""
+
+    def __init__(self, config: LlavaConfig, model: Any, tokenizer: Any) -> None:
+        super().__init__(config, model, tokenizer)
+        self.image_id, self.bos_id = model.config.image_token_id, self.text_config().bos_token_id
+
+    def image_tokens_per_image(self) -> int:
+        return (self.config.image_size[0] // self.config.patch_size) ** 2
+
+    def prompt_ids(self, text_ids: list[int], num_images: int) -> list[int]:
+        return [self.bos_id] + [self.image_id] * (self.image_tokens_per_image() * num_images) + list(text_ids)
+
+    def model_inputs(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor
+    ) -> dict[str, Any]:
+        return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
+
+
+# -- variants: architecture of the published checkpoints (llava-hf/llava-1.5-7b-hf, -13b-hf) ------------
+@register_vlm("llava-1.5-7b", aliases=("llava-7b", "llava", "llava-1.5"))
+def llava_15_7b() -> LlavaConfig:
+    """LLaVA-1.5-7B: 7.06 B parameters (CLIP ViT-L/14-336 304 M, Vicuna-7B 6.7 B, MLP projector 21 M)."""
+    return LlavaConfig(
+        hidden_size=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=32,
+        intermediate_size=11008,
+        vocab_size=32064,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        vision_hidden_size=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_intermediate_size=4096,
+        patch_size=14,
+    )
+
+
+@register_vlm("llava-1.5-13b", aliases=("llava-13b",))
+def llava_15_13b() -> LlavaConfig:
+    """LLaVA-1.5-13B: 13.35 B parameters (CLIP ViT-L/14-336 304 M, Vicuna-13B 13 B, MLP projector 31 M)."""
+    return LlavaConfig(
+        hidden_size=5120,
+        num_layers=40,
+        num_heads=40,
+        num_kv_heads=40,
+        intermediate_size=13824,
+        vocab_size=32064,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        vision_hidden_size=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_intermediate_size=4096,
+        patch_size=14,
+    )

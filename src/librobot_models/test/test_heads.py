@@ -1,0 +1,130 @@
+"""Every action head meets the interface, parametrised over heads.HEADS (learning: test_heads_overfit.py)."""
+
+import pytest
+import torch
+
+from librobot_models.heads import HEADS, ActionHead, Conditioning, create_head, head_config
+
+TINY = dict(action_dim=3, chunk_size=4, cond_dim=16, hidden_dim=32, n_layers=1, n_heads=4)
+
+# every registered head, plus the variants with code paths of their own
+CASES = [(name, {}) for name in HEADS.names()] + [
+    ("mlp_oft", {"mode": "pooled"}),
+    ("transformer", {"loss": "l2"}),
+    ("autoregressive", {"tokenizer": "fast"}),
+    ("autoregressive", {"temperature": 1.0}),
+    ("ddim", {"eta": 0.5}),
+    ("edm", {"solver": "euler"}),
+    ("rectified_flow", {"solver": "heun", "time_sampling": "uniform"}),
+]
+IDS = [name + "".join(f"-{k}={v}" for k, v in extra.items()) for name, extra in CASES]
+
+
+def make_head(name: str, **fields) -> ActionHead:
+    """A tiny head (50 diffusion steps for DDPM / DDIM) with `fields` overriding, same weights every time."""
+    torch.manual_seed(0)
+    tiny = {**TINY, "n_train_steps": 50} if name in ("ddpm", "ddim") else TINY
+    return create_head(name, **{**tiny, **fields})
+
+
+def make_cond(batch: int = 2, seed: int = 0) -> Conditioning:
+    g = torch.Generator().manual_seed(seed)
+    pad = torch.zeros(batch, 3, dtype=torch.bool)
+    pad[0, -1] = True
+    tokens, pooled = torch.randn(batch, 3, 16, generator=g), torch.randn(batch, 16, generator=g)
+    return Conditioning(tokens=tokens, padding_mask=pad, pooled=pooled)
+
+
+def make_actions(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 4, 3, generator=g) * 1.6 - 0.8  # inside [-1, 1], as the tokenizers expect
+
+
+# -- the interface -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, extra", CASES, ids=IDS)
+def test_loss_is_finite_and_reaches_every_parameter(name, extra):
+    head = make_head(name, **extra)
+    pad = torch.zeros(2, 4, dtype=torch.bool)
+    pad[1, 3] = True
+    loss, logs = head.loss(make_cond(), make_actions(), pad)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert logs["loss"] == pytest.approx(loss.item()) and all(isinstance(v, float) for v in logs.values())
+    loss.backward()
+    no_grad = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.any()]
+    assert no_grad == []
+
+
+@pytest.mark.parametrize("name, extra", CASES, ids=IDS)
+def test_sample_shape_and_determinism_given_a_generator(name, extra):
+    head = make_head(name, **extra).eval()
+    cond = make_cond(batch=3)
+    first = head.sample(cond, generator=torch.Generator().manual_seed(7))
+    again = head.sample(cond, generator=torch.Generator().manual_seed(7))
+    assert first.shape == (3, 4, 3) and torch.isfinite(first).all()
+    torch.testing.assert_close(first, again)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "edm", "ot_cfm", "autoregressive"])
+def test_padded_steps_do_not_change_the_loss(name):
+    head = make_head(name)
+    actions, pad = make_actions(), torch.zeros(2, 4, dtype=torch.bool)
+    pad[0, 2:] = True
+    altered = torch.where(pad[..., None], torch.full_like(actions, 0.9), actions)
+    torch.manual_seed(3)
+    loss, _ = head.loss(make_cond(), actions, pad)
+    torch.manual_seed(3)
+    loss_altered, _ = head.loss(make_cond(), altered, pad)
+    torch.testing.assert_close(loss, loss_altered)
+
+
+def test_conditioning_accepts_tokens_pooled_or_both():
+    tokens, pooled = torch.randn(2, 3, 8), torch.randn(2, 8)
+    pad = torch.tensor([[False, False, True], [False, False, False]])
+    only_tokens = Conditioning(tokens=tokens, padding_mask=pad)
+    torch.testing.assert_close(only_tokens.as_pooled()[0], tokens[0, :2].mean(0))  # padding left out
+    assert Conditioning(pooled=pooled).as_tokens()[0].shape == (2, 1, 8)
+    both, both_pad = Conditioning(tokens=tokens, padding_mask=pad, pooled=pooled).as_tokens()
+    assert both.shape == (2, 4, 8) and both_pad[:, 0].logical_not().all() and torch.equal(both[:, 0], pooled)
+    with pytest.raises(ValueError, match="needs tokens"):
+        Conditioning()
+    with pytest.raises(ValueError, match=r"padding_mask must be bool \(2, 3\)"):
+        Conditioning(tokens=tokens, padding_mask=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="must share the batch size and the width"):
+        Conditioning(tokens=tokens, pooled=torch.randn(2, 5))
+
+
+def test_heads_reject_mismatched_shapes():
+    head = make_head("mlp_oft")
+    with pytest.raises(ValueError, match="conditioning width 8, expected cond_dim 16"):
+        head.sample(Conditioning(pooled=torch.randn(2, 8)))
+    with pytest.raises(ValueError, match=r"actions of shape \(2, 5, 3\), expected \(2, 4, 3\)"):
+        head.loss(make_cond(), torch.zeros(2, 5, 3))
+
+
+def test_create_head_names_and_errors():
+    assert HEADS.names() == sorted(
+        ["mlp_oft", "transformer", "autoregressive", "ddpm", "ddim", "edm", "rectified_flow", "ot_cfm"]
+    )
+    assert all(cls.name == name for name, cls in ((n, HEADS.get(n)) for n in HEADS.names()))
+    with pytest.raises(ValueError, match=r"unknown action head 'diffusion'\..* Available: autoregressive, ddim"):
+        create_head("diffusion")
+    expected = r"DDIMConfig.n_sample_steps = 200 is invalid: expected an int in \[1, n_train_steps = 100\]"
+    with pytest.raises(ValueError, match=expected):
+        head_config("ddim", n_sample_steps=200)
+    with pytest.raises(ValueError, match=r"MLPOFTConfig: unknown keys \['modes'\]"):
+        head_config("mlp_oft", modes="pooled")
+    config = head_config("ot_cfm", **TINY)
+    assert config.minibatch_ot and config.sigma_min > 0
+    assert type(config).from_json(config.to_json()) == config
+
+
+def test_quantile_tokenizer_must_be_fitted_and_travels_in_the_state_dict():
+    head = make_head("autoregressive", bin_edges="quantile")
+    with pytest.raises(ValueError, match="call head.fit_tokenizer"):
+        head.loss(make_cond(), make_actions())
+    head.fit_tokenizer(make_actions(64, seed=5))
+    head.loss(make_cond(), make_actions())
+    again = make_head("autoregressive", bin_edges="quantile")
+    again.load_state_dict(head.state_dict())
+    torch.testing.assert_close(again.tokenizer.edges, head.tokenizer.edges)
+    again.loss(make_cond(), make_actions())  # fitted state came with the weights

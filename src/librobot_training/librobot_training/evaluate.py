@@ -1,0 +1,97 @@
+"""Closed-loop evaluation of a checkpoint on the simulated SO-100, without ROS.
+
+    python -m librobot_training.evaluate --checkpoint runs/act_so100 --episodes 20
+
+The same Policy.infer the policy node calls, on the same MuJoCo twin, with the timing of the ROS
+loop (one observation every `replan_steps` control periods, the chunk's targets followed with
+linear interpolation), but stepped as fast as the CPU allows. Useful while training; the ROS
+graph version is `librobot_bringup.demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule
+from librobot_drivers.sim.so100_sim import SO100Sim
+from librobot_models.policy import Policy
+
+
+@dataclass(frozen=True)
+class Rollout:
+    seed: int
+    success: bool
+    duration_s: float
+    inference_ms: list[float]
+    frames: list[np.ndarray]  # front camera at every observation, when recorded
+
+
+def rollout(
+    policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 2,
+    keep_frames: bool = False,
+) -> Rollout:
+    """One episode: observe, infer a chunk, follow its next `replan_steps` targets, repeat."""
+    period = 1.0 / policy.rate_hz
+    episodes = EpisodeManager(EpisodeSchedule(episodes=1, first_seed=seed, time_limit_s=time_limit_s,
+                                              pause_s=0.0))
+    episodes.update(0.0, False)  # starts the episode
+    sim.reset(seed)
+    policy.reset()
+    inference_ms, frames, t = [], [], 0.0
+    while True:
+        images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
+        if keep_frames:
+            frames.append(images[policy.camera_names[0]].copy())
+        started = time.perf_counter()
+        chunk = policy.infer({"images": images, "state": sim.read_joints().position})["actions"]
+        inference_ms.append((time.perf_counter() - started) * 1e3)
+        # chunk[0] is the target for now; the robot heads for the following ones.
+        for target in chunk[1 : replan_steps + 1]:
+            sim.track(target, period)
+            t += period
+            event = episodes.update(t, sim.task_success())
+            if event is not None:
+                return Rollout(seed, event.success, t, inference_ms, frames)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="librobot-evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
+    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
+    parser.add_argument("--replan-steps", type=int, default=2, help="control periods per inference")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        policy = Policy.from_checkpoint(args.checkpoint)
+    except (OSError, ValueError) as err:
+        print(f"librobot-evaluate: error: {err}", file=sys.stderr)
+        return 2
+    sim = SO100Sim(render_cameras=tuple(policy.camera_names))
+    sim.connect()
+    results = []
+    with tqdm(range(args.seed, args.seed + args.episodes), unit="episode") as seeds:
+        for seed in seeds:
+            results.append(rollout(policy, sim, seed, args.time_limit, args.replan_steps))
+            seeds.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    latencies = [ms for r in results for ms in r.inference_ms]
+    successes = sum(r.success for r in results)
+    print(f"success rate: {successes}/{len(results)} = {successes / len(results):.0%}")
+    print(f"inference latency: p50 {np.percentile(latencies, 50):.1f} ms, "
+          f"p99 {np.percentile(latencies, 99):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
