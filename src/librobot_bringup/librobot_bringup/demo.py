@@ -24,8 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1000,
                         help="seed of the first episode (default 1000, unseen in training)")
     parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
-    parser.add_argument("--replan-steps", type=int, default=2,
-                        help="control periods between two inferences (default 2)")
+    parser.add_argument("--replan-steps", type=int, default=4,
+                        help="control periods between two inferences (default 4)")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep node logs here")
     return parser.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """The policy node: latest camera frames + joint state -> Policy.infer -> stamped action chunk.
 
-Subscriptions only store the newest message (ObservationBuffer); inference runs on its own timer
-in its own callback group, so a slow model never blocks the inputs. Each chunk goes to the
+Subscriptions only store the newest message (ObservationBuffer); inference runs on a thread of its
+own at the replanning rate, so a slow model never blocks the inputs (and no executor thread
+busy-waits on a timer whose callback is still running, which starved inference of the GIL). Each chunk goes to the
 joint_trajectory_controller as a JointTrajectory (stamped with the observation time, points
 already in the past dropped, velocities for cubic interpolation) and to ~/action_chunk as a
 librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,6 @@ import numpy as np
 
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -54,7 +55,10 @@ class PolicyNode(Node):
         super().__init__("policy", **kwargs)
         self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
         self.device = self.declare_parameter("device", "cpu").value
-        self.replan_steps = self.declare_parameter("replan_steps", 2).value
+        # Small policies on a CPU shared with the driver: one thread avoids OpenMP threads
+        # waiting on each other (measured 7x slower steps with 2 threads on a busy 2-core CPU).
+        self.torch_threads = self.declare_parameter("torch_threads", 1).value
+        self.replan_steps = self.declare_parameter("replan_steps", 4).value
         self.max_age_s = self.declare_parameter("max_observation_age_s", 0.5).value
         self.min_lead_s = self.declare_parameter("min_lead_s", 0.0).value
         checkpoint = self.declare_parameter("checkpoint", "").value
@@ -66,34 +70,40 @@ class PolicyNode(Node):
         self._state, self._message = PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded"
         self._observation_age_ms = 0.0
         self._buffer: ObservationBuffer | None = None
-        self._inputs = MutuallyExclusiveCallbackGroup()
-        self._compute = MutuallyExclusiveCallbackGroup()
+        self._period = 0.1  # s between inference ticks; the replanning period once loaded
+        self._reset_requested = False
+        self._stop = threading.Event()
 
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self.create_subscription(
             JointState, self.spec.topic("joint_states"), self._on_joint_state,
-            qos_profile_sensor_data, callback_group=self._inputs,
+            qos_profile_sensor_data,
         )
         self.create_subscription(
-            String, self.spec.topic("instruction"), self._on_instruction, LATCHED,
-            callback_group=self._inputs,
+            String, self.spec.topic("instruction"), self._on_instruction, LATCHED
         )
         self.create_subscription(
             EpisodeEvent, self.spec.topic("episode_events"), self._on_episode_event,
-            EPISODE_EVENTS, callback_group=self._inputs,
+            EPISODE_EVENTS,
         )
-        self._camera_subs = []
+        # Every camera of the robot; the buffer keeps those the loaded policy uses.
+        for camera in self.spec.cameras:
+            self.create_subscription(
+                Image, camera.topic, lambda msg, cam=camera.name: self._put(cam, msg),
+                qos_profile_sensor_data,
+            )
         self._instruction = ""
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._timer = self.create_timer(0.1, self._on_tick, callback_group=self._compute)
         # Load a start-up checkpoint before offering commands: a driver that waits for someone to
         # command the robot then starts with a policy that is ready (later swaps load in _on_tick).
         if self._pending_checkpoint:
             path, self._pending_checkpoint = self._pending_checkpoint, None
             self._load(path)
         self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
-        self.create_timer(1.0, self._publish_status, callback_group=self._inputs)
+        self.create_timer(1.0, self._publish_status)
+        self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self._worker.start()
 
     # -- model loading ---------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -110,7 +120,12 @@ class PolicyNode(Node):
         return SetParametersResult(successful=True)
 
     def _load(self, path: str) -> None:
+        import torch
+
         from librobot_models.policy import Policy  # torch is imported here, not at node start
+
+        if self.torch_threads > 0:
+            torch.set_num_threads(self.torch_threads)
 
         try:
             policy = Policy.from_checkpoint(path, device=self.device)
@@ -135,19 +150,7 @@ class PolicyNode(Node):
             decode_image=decode_image,
         )
         self._buffer.instruction = self._instruction
-        for sub in self._camera_subs:
-            self.destroy_subscription(sub)
-        self._camera_subs = [
-            self.create_subscription(
-                Image, self.spec.camera(cam).topic,
-                lambda msg, cam=cam: self._put(cam, msg), qos_profile_sensor_data,
-                callback_group=self._inputs,
-            )
-            for cam in policy.camera_names
-        ]
-        period = self.replan_steps / policy.rate_hz
-        self._timer.cancel()
-        self._timer = self.create_timer(period, self._on_tick, callback_group=self._compute)
+        period = self._period = self.replan_steps / policy.rate_hz
         self._latency = LatencyWindow()
         self._set_state(PolicyStatus.STATE_WAITING, "waiting for observations")
         self.get_logger().info(
@@ -170,9 +173,10 @@ class PolicyNode(Node):
 
     # -- inputs ----------------------------------------------------------------------------------
     def _put(self, key: str, msg) -> None:
-        if self._buffer is not None:
+        buffer = self._buffer
+        if buffer is not None and (key == "state" or key in buffer.cameras):
             stamp = messages.to_nanoseconds(msg.header.stamp)
-            self._buffer.put(key, msg, stamp or self.get_clock().now().nanoseconds)
+            buffer.put(key, msg, stamp or self.get_clock().now().nanoseconds)
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._put("state", msg)
@@ -183,17 +187,41 @@ class PolicyNode(Node):
             self._buffer.instruction = msg.data
 
     def _on_episode_event(self, msg: EpisodeEvent) -> None:
-        if msg.event == EpisodeEvent.START and self.policy is not None:
-            self.policy.reset()
-            self._buffer.clear()
+        if msg.event == EpisodeEvent.START:
+            self._reset_requested = True  # done by the inference thread, between two inferences
 
     # -- inference -------------------------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        """Tick every `_period` s on a fixed schedule (late ticks are skipped, not bunched)."""
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._on_tick()
+            except Exception as err:  # never let the thread die silently: report and hold
+                self._set_state(PolicyStatus.STATE_ERROR, f"inference failed: {err!r}")
+                self.get_logger().error(self._message, throttle_duration_sec=2.0)
+            next_tick += self._period
+            now = time.monotonic()
+            if next_tick < now:
+                next_tick = now
+            self._stop.wait(next_tick - now)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
     def _on_tick(self) -> None:
         if self._pending_checkpoint:
             path, self._pending_checkpoint = self._pending_checkpoint, None
             self._load(path)
         if self.policy is None:
             return
+        if self._reset_requested:
+            self._reset_requested = False
+            self.policy.reset()
+            self._buffer.clear()
         now_ns = self.get_clock().now().nanoseconds
         try:
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
@@ -263,7 +291,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(PolicyNode, "policy_node", threads=2, args=args)
+    return run_node(PolicyNode, "policy_node", args=args)
 
 
 if __name__ == "__main__":

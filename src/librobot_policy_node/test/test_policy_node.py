@@ -2,7 +2,7 @@
 
 import numpy as np
 from librobot_msgs.msg import ActionChunk, PolicyStatus
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -30,7 +30,7 @@ class Harness:
         self.robot.create_subscription(JointTrajectory, SPEC.command_topic, self.trajectories.append, 10)
         self.robot.create_subscription(ActionChunk, "/policy/action_chunk", self.chunks.append, 10)
         self.robot.create_subscription(PolicyStatus, "/policy/status", self.statuses.append, 10)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.policy)
         self.executor.add_node(self.robot)
 

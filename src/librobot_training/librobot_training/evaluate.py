@@ -34,7 +34,7 @@ class Rollout:
 
 
 def rollout(
-    policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 2,
+    policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 4,
     keep_frames: bool = False,
 ) -> Rollout:
     """One episode: observe, infer a chunk, follow its next `replan_steps` targets, repeat."""
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
     parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
     parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
-    parser.add_argument("--replan-steps", type=int, default=2, help="control periods per inference")
+    parser.add_argument("--replan-steps", type=int, default=4, help="control periods per inference (default 4)")
     return parser.parse_args(argv)
 
 
