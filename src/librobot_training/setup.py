@@ -22,6 +22,7 @@ setup(
         "console_scripts": [
             "bag_to_hdf5 = librobot_training.bag_to_hdf5:main",
             "train = librobot_training.train:main",
+            "evaluate = librobot_training.evaluate:main",
         ]
     },
 )

@@ -1,6 +1,6 @@
 """Closed-loop evaluation of a policy on the simulated SO-100, through the real ROS graph.
 
-    librobot-demo --checkpoint src/librobot_bringup/checkpoints/act_so100 --episodes 10
+    python -m librobot_bringup.demo --checkpoint src/librobot_bringup/checkpoints/act_so100 --episodes 10
 
 Starts the MuJoCo driver and the policy node as ROS nodes, runs the episodes and prints the
 success rate and the control-loop latency (inference time, and observation-to-command age).

@@ -1,6 +1,6 @@
 """Record expert demonstrations of the simulated SO-100 into a rosbag2 bag, through ROS.
 
-    librobot-record --output data/so100_sim/bags/demo --episodes 50
+    python -m librobot_bringup.record --output data/bag --episodes 50   (or: ros2 run librobot_bringup record ...)
 
 Starts the MuJoCo driver and the scripted expert as ROS nodes and records what a user would
 record with `ros2 bag record`: camera images, joint states, the commanded trajectories, the
