@@ -1,6 +1,6 @@
 """Convert rosbag2 recordings (sqlite3 or MCAP) into ALOHA/ACT-style HDF5 episodes.
 
-    librobot-bag-to-hdf5 BAG [BAG ...] --output DIR [--embodiment so100] [--rate HZ]
+    python -m librobot_training.bag_to_hdf5 BAG [BAG ...] --output DIR [--embodiment so100] [--rate HZ]
         [--camera NAME[=TOPIC] ...] [--time-source header|receive] [--max-age S]
         [--action-source auto|command|next_state] [--compression none|lzf|gzip] [--sim]
         [--overwrite] [--no-progress]

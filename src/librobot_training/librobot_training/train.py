@@ -1,6 +1,6 @@
 """Train any registered framework on HDF5 episodes: one loop, the model's compute_loss only.
 
-    librobot-train --config src/librobot_training/config/act_so100.yaml train.steps=200 model.chunk_size=10
+    python -m librobot_training.train --config src/librobot_training/config/act_so100.yaml train.steps=200 model.chunk_size=10
 
 The YAML (every key can also be given or overridden as a dotted `key=value`, values parsed as YAML):
     framework: act                 # a name or alias from librobot_models.registry
@@ -367,7 +367,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="librobot-train",
         description="Train a LibroBot framework on a directory of HDF5 episodes.",
-        epilog="example: librobot-train --config src/librobot_training/config/act_so100.yaml "
+        epilog="example: python -m librobot_training.train --config src/librobot_training/config/act_so100.yaml "
         "train.steps=200 model.chunk_size=10",
     )
     parser.add_argument("--config", help="YAML file with framework, dataset, output_dir, model and train")
