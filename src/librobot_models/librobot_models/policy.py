@@ -219,9 +219,13 @@ class Policy:
         return out
 
     def reset(self) -> None:
-        """Forget per-episode state (the temporal ensembling history)."""
+        """Forget per-episode state: the temporal ensembling history, and the model's own when it keeps
+        some between calls (a `reset()` method: Helix's cached latent, Octo's observation window)."""
         if self.ensembler is not None:
             self.ensembler.reset()
+        model_reset = getattr(self.model, "reset", None)
+        if callable(model_reset):
+            model_reset()
 
     # -- what the node and tools need to know ------------------------------------------------------
     @property

@@ -192,6 +192,22 @@ def test_freeze_and_unfreeze(name):
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_unused_modules_are_exactly_those_without_gradient_and_layers_can_be_cut(name):
+    vlm = tiny(name).train()
+    out = vlm.encode(images(), TEXT)
+    (out.tokens.sum() + out.pooled.sum()).backward()
+    unused = {n for n, p in vlm.named_parameters() if p.grad is None or not p.grad.any()}
+    vlm.freeze_unused()
+    assert unused == {n for n, p in vlm.named_parameters() if not p.requires_grad}
+
+    cut = tiny(name)
+    cut.keep_language_layers(1)
+    assert len(cut.language_layers()) == 1 and cut.encode(images(), TEXT).tokens.isfinite().all()
+    with pytest.raises(ValueError, match=r"n_layers = 2 is invalid: expected an int in \[1, 1\]"):
+        cut.keep_language_layers(2)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_gradient_checkpointing_gives_the_same_output_and_gradients(name):
     vlm = tiny(name).train()
     x = images(num_images=1)

@@ -146,6 +146,24 @@ def test_flash_backend_on_cpu_warns_and_gives_the_standard_result():
     torch.testing.assert_close(out, standard(x, x, x, is_causal=True))
 
 
+def test_explicit_attention_mask_per_call_and_per_sample():
+    torch.manual_seed(0)
+    module = Attention(16, 2).eval()
+    x = torch.randn(2, 7, 16)
+    allowed = torch.rand(7, 7) > 0.4
+    allowed |= torch.eye(7, dtype=torch.bool)  # every query keeps a key
+    expected = reference_attention(module, x, allowed & hand_mask(7, causal=True))
+    out = module(x, x, x, attn_mask=allowed, is_causal=True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    per_sample = torch.stack([allowed, hand_mask(7, window=2)])  # (B, S, S)
+    expected = reference_attention(module, x, per_sample[:, None])
+    torch.testing.assert_close(module(x, x, x, attn_mask=per_sample), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"attn_mask is torch.float32 \(7, 7\): expected bool"):
+        module(x, x, x, attn_mask=allowed.float())
+    with pytest.raises(ValueError, match="cannot be combined with block-wise attention"):
+        Attention(16, 2, config=AttentionConfig(block_size=4))(x, x, x, attn_mask=allowed)
+
+
 def test_fully_masked_queries_stay_finite_under_causal_padding():
     """Left-padded history + causal mask: the first (padded) step has no visible key."""
     torch.manual_seed(0)

@@ -1,12 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from librobot_models.checkpoint import load_checkpoint
 from librobot_models.policy import Policy
 from librobot_training.datasets import make_synthetic_episodes
-from librobot_training.train import TrainSettings, apply_override, lr_factor, main
+from librobot_training.train import TrainSettings, apply_override, lr_factor, main, parameter_groups
 
 TINY_MODEL = [
     "model.image_size=[32,32]",
@@ -56,6 +57,25 @@ def test_training_writes_a_loadable_checkpoint_and_the_loss_falls(tmp_path, data
     assert metadata["train"]["step"] == 20 and metadata["train"]["lr"] == 1e-3
     assert (run / "checkpoints" / "step_000010" / "model.safetensors").is_file()
     assert Policy.from_checkpoint(run).chunk_size == 6
+
+
+def test_a_vlm_framework_trains_on_the_same_loop(tmp_path, dataset_dir):
+    """pi0 on a tiny VLM: compute_loss only, a loadable checkpoint, the VLM at lr_backbone."""
+    config = _write_config(tmp_path, dataset_dir, steps=4, batch_size=4, log_every=2, lr_backbone=1e-5)
+    model = ["model.vlm=internvl2-2b", "model.image_size=[32,32]", "model.chunk_size=4", "model.cond_dim=64"]
+    assert main(["--config", str(config), "framework=pi0", *model]) == 0
+
+    run = tmp_path / "run"
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4] and all(np.isfinite(r["loss"]) for r in log)
+    policy = Policy.from_checkpoint(run)
+    assert policy.framework == "pi0" and policy.config.vlm == "internvl2-2b" and policy.chunk_size == 4
+    obs = {"images": {"front": np.zeros((48, 64, 3), np.uint8)}, "state": np.zeros(5), "instruction": "reach"}
+    assert policy.infer(obs)["actions"].shape == (4, 5)
+
+    groups = parameter_groups(policy.model, TrainSettings(lr=1e-3, lr_backbone=1e-5))
+    vlm = {id(p) for n, p in policy.model.named_parameters() if n.startswith("backbone.") and p.requires_grad}
+    assert vlm and {id(p) for g in groups if g["lr"] == 1e-5 for p in g["params"]} == vlm
 
 
 def test_same_seed_same_losses(tmp_path, dataset_dir):

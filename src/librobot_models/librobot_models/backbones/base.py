@@ -329,6 +329,41 @@ class VLMBackbone(nn.Module):
             if parameter.is_floating_point():
                 parameter.requires_grad_(True)
 
+    def unused_modules(self) -> list[str]:
+        """Paths (inside `self.model`) of modules `encode` never runs, so they never get a gradient:
+        here an LM head not tied to the input embedding; families add theirs."""
+        head, embedding = self.model.get_output_embeddings(), self.model.get_input_embeddings()
+        if head is None or head.weight is embedding.weight:
+            return []
+        return [name for name, module in self.model.named_modules() if module is head]
+
+    def freeze_unused(self) -> None:
+        """Stop gradients to the parameters of the `unused_modules` (an optimizer then keeps no state
+        for them), except those a used module shares (Florence-2's decoder embeds with the encoder's)."""
+        paths = self.unused_modules()
+
+        def unused(name: str) -> bool:
+            return any(name.startswith(path + ".") for path in paths)
+
+        named = list(self.model.named_parameters(remove_duplicate=False))  # tied weights under each name
+        used = {id(p) for name, p in named if not unused(name)}
+        for name, parameter in named:
+            if unused(name) and id(parameter) not in used:
+                parameter.requires_grad_(False)
+
+    def language_layers(self) -> nn.ModuleList:
+        """The stack of transformer layers whose output `encode` returns (the language model's)."""
+        return self.model.get_submodule(self.language_model).layers
+
+    def keep_language_layers(self, n_layers: int) -> None:
+        """Drop every language-model layer after the first `n_layers`: `encode` then returns the
+        (final-normed) features of layer n_layers, as GR00T N1 uses a middle layer of its VLM.
+        The config still describes the architecture the weights were built or loaded as."""
+        layers = self.language_layers()
+        if not (isinstance(n_layers, int) and 1 <= n_layers <= len(layers)):
+            raise ValueError(f"n_layers = {n_layers!r} is invalid: expected an int in [1, {len(layers)}]")
+        del layers[n_layers:]
+
     def gradient_checkpointing_enable(self) -> None:
         """Recompute activations in the backward pass (training mode only): less memory, same result.
         Non-reentrant, so it also works when the inputs of a layer need no gradient (frozen, LoRA)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 from transformers import Florence2Config as HFFlorence2Config
 from transformers import PretrainedConfig
 
@@ -169,6 +170,12 @@ class Florence2Backbone(VLMBackbone):
 
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.model(**inputs).encoder_last_hidden_state
+
+    def language_layers(self) -> nn.ModuleList:
+        return self.model.get_submodule(self.language_model).encoder.layers
+
+    def unused_modules(self) -> list[str]:
+        return [*super().unused_modules(), f"{self.language_model}.decoder"]  # encode stops at the encoder
 
 
 # -- variants: architecture of the published checkpoints (microsoft/Florence-2-base, -large) -------------

@@ -129,6 +129,13 @@ class LlavaBackbone(VLMBackbone):
     ) -> dict[str, Any]:
         return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
 
+    def unused_modules(self) -> list[str]:
+        """Also the CLIP layers after `vision_feature_layer` and CLIP's post-norm (of its pooled output)."""
+        first_unused = self.config.vision_layers + self.config.vision_feature_layer + 1
+        tower = self.vision_model
+        layers = [f"{tower}.encoder.layers.{i}" for i in range(first_unused, self.config.vision_layers)]
+        return [*super().unused_modules(), *layers, f"{tower}.post_layernorm"]
+
 
 # -- variants: architecture of the published checkpoints (llava-hf/llava-1.5-7b-hf, -13b-hf) ------------
 @register_vlm("llava-1.5-7b", aliases=("llava-7b", "llava", "llava-1.5"))

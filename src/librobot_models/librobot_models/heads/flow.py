@@ -11,7 +11,8 @@ rectified_flow  sigma_min = 0 (the straight line of Liu et al. 2022 and pi0), tr
 ot_cfm          conditional flow matching (Lipman et al. 2023) with sigma_min > 0, and each noise sample
                 paired with an action chunk by minibatch optimal transport (Tong et al. 2023), which
                 straightens the learned paths so fewer integration steps are needed.
-Both are the same head; the two configs differ in their defaults.
+Both are the same head; the two configs differ in their defaults. The velocity network is the shared
+ChunkDenoiser unless a framework passes its own (pi0's action expert does).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from librobot_models.config import is_int, is_number
 from librobot_models.heads.base import ActionHead, Conditioning, HeadConfig, hold_last_valid, masked_mean
@@ -61,9 +63,12 @@ class OTCFMConfig(RectifiedFlowConfig):
 
 
 class FlowHead(ActionHead):
-    def __init__(self, config: RectifiedFlowConfig) -> None:
+    def __init__(self, config: RectifiedFlowConfig, denoiser: nn.Module | None = None) -> None:
+        """denoiser: the velocity network, (x (B, k, A), time (B,) in [0, 1000], Conditioning) -> (B, k, A);
+        the shared ChunkDenoiser by default, or a framework's own (pi0's action expert), which then
+        gets this head's loss and sampling loop unchanged."""
         super().__init__(config)
-        self.denoiser = ChunkDenoiser(config)
+        self.denoiser = denoiser if denoiser is not None else ChunkDenoiser(config)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """v(x, t): x (B, k, A), t (B,) in [0, 1] -> (B, k, A)."""

@@ -24,7 +24,7 @@ from librobot_models.layers.transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from librobot_models.layers.vision import ConvImageEncoder, resize_images
+from librobot_models.layers.vision import ConvImageEncoder, ImageTokenizer, resize_images
 
 __all__ = [
     "ACTIVATIONS",
@@ -37,6 +37,7 @@ __all__ = [
     "FiLM",
     "GatedLinear",
     "GeGLU",
+    "ImageTokenizer",
     "LSTMHistoryEncoder",
     "MLPStateEncoder",
     "Sublayer",

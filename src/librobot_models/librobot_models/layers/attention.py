@@ -6,6 +6,8 @@
     AttentionConfig(block_size=32)                        block-wise: attend only inside blocks of 32,
                                                           computed block by block (memory ~ S * block)
     AttentionConfig(position="rope" | "alibi")            rotary embeddings / linear distance biases
+    attn(q, k, v, attn_mask=allowed)                      any other pattern (e.g. Octo's block-causal
+                                                          mask): (Sq, Sk) or (B, Sq, Sk) bool per call
 
 Options combine: a causal call with window=w sees the query and the w-1 keys before it; block_size with
 a window applies both. Positions are 0..S-1 along queries and along keys. Every option reduces to a mask
@@ -121,9 +123,11 @@ class Attention(nn.Module):
         value: torch.Tensor,
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """key_padding_mask: (B, Sk) bool, True where a key must be ignored. is_causal: key j is
-        visible to query i only when j <= i."""
+        visible to query i only when j <= i. attn_mask: (Sq, Sk) or (B, Sq, Sk) bool, True where
+        query i may attend key j; combined (and) with every other mask. Not with block_size."""
         B, Sq, D = query.shape
         Sk = key.shape[1]
         h = self.n_heads
@@ -134,9 +138,11 @@ class Attention(nn.Module):
             q = apply_rotary(q, torch.arange(Sq, device=q.device), self.config.rope_base)
             k = apply_rotary(k, torch.arange(Sk, device=k.device), self.config.rope_base)
         if self.config.block_size:
+            if attn_mask is not None:
+                raise ValueError("attn_mask cannot be combined with block-wise attention (block_size)")
             out = self._blockwise(q, k, v, key_padding_mask, is_causal)  # (B, h, Sq, D/h)
         else:
-            out = self._attend(q, k, v, key_padding_mask, is_causal)  # (B, h, Sq, D/h)
+            out = self._attend(q, k, v, key_padding_mask, is_causal, attn_mask)  # (B, h, Sq, D/h)
         return self.out_proj(out.transpose(1, 2).reshape(B, Sq, D))
 
     def _attend(
@@ -146,15 +152,22 @@ class Attention(nn.Module):
         v: torch.Tensor,
         key_padding_mask: torch.Tensor | None,
         is_causal: bool,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SDPA over (B, h, Sq, d) queries and (B, h, Sk, d) keys/values with every configured mask."""
         Sq, Sk = q.shape[2], k.shape[2]
         c = self.config
         mask = attention_mask(Sq, Sk, is_causal, c.window, device=q.device)  # (Sq, Sk) | None
-        if mask is None and key_padding_mask is None and c.position != "alibi":
+        if mask is None and key_padding_mask is None and attn_mask is None and c.position != "alibi":
             return self._sdpa(q, k, v, None, is_causal)  # lets SDPA use its own causal kernels
         if mask is not None:
             mask = mask[None, None]  # (1, 1, Sq, Sk)
+        if attn_mask is not None:
+            if attn_mask.dtype != torch.bool or tuple(attn_mask.shape[-2:]) != (Sq, Sk):
+                got = f"{attn_mask.dtype} {tuple(attn_mask.shape)}"
+                raise ValueError(f"attn_mask is {got}: expected bool (Sq, Sk) = ({Sq}, {Sk}) or (B, Sq, Sk)")
+            extra = attn_mask[None, None] if attn_mask.ndim == 2 else attn_mask[:, None]  # (B|1, 1, Sq, Sk)
+            mask = extra if mask is None else mask & extra
         if key_padding_mask is not None:
             keep = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Sk)
             mask = keep if mask is None else mask & keep  # (B, 1, Sq or 1, Sk)

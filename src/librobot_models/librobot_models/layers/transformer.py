@@ -73,10 +73,13 @@ class TransformerEncoderLayer(nn.Module):
         pos: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         def self_attend(y: torch.Tensor) -> torch.Tensor:
             qk = _with_pos(y, pos)
-            return self.self_attn(qk, qk, y, key_padding_mask=key_padding_mask, is_causal=is_causal)
+            return self.self_attn(
+                qk, qk, y, key_padding_mask=key_padding_mask, is_causal=is_causal, attn_mask=attn_mask
+            )
 
         x = self.attn_block(x, self_attend)
         return self.ff_block(x, self.feed_forward)
@@ -158,9 +161,11 @@ class TransformerEncoder(nn.Module):
         pos: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """attn_mask: (S, S) or (B, S, S) bool, True where token i may attend token j."""
         for layer in self.layers:
-            x = layer(x, pos=pos, key_padding_mask=key_padding_mask, is_causal=is_causal)
+            x = layer(x, pos, key_padding_mask, is_causal, attn_mask)
         return self.norm(x)
 
 

@@ -1,0 +1,198 @@
+"""What several frameworks share, written once: a nested action-head config kept in step with the
+framework's shapes, the VLM fields and how the VLM is built, and how an observation is encoded.
+
+    HeadedConfig        a VLAConfig with a `head` field (a HeadConfig): the head's action_dim, chunk_size
+                        and cond_dim always equal the framework's, so they are never set twice
+    VLMFrameworkConfig  + vlm, vlm_tiny, freeze_vlm, vlm_lora_rank, vlm_dtype, cond_dim (the fields of every
+                        VLM-based framework: GR00T, pi0, OpenVLA-OFT, RT-2, Helix)
+    HeadedFramework     base nn.Module: compute_loss / sample_actions are the head's, on `conditioning(batch)`
+    VLMFramework        + `self.backbone`, the VLM (so the trainer gives it lr_backbone); `encode(batch)`
+                        runs it on every camera image and the instruction
+    check_positive_ints, check_vision_channels   validation shared by several configs
+
+Pretrained VLM weights are an argument of `create` (`config.create(vlm_pretrained="/models/paligemma")`),
+never a path in the config, so a saved config carries no I/O: a checkpoint holds every weight, VLM
+included, and loads with `config.create()` alone. `vlm_tiny` must be false to load pretrained weights.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from librobot_models.adapters import apply_lora
+from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm
+from librobot_models.backbones.base import DTYPES
+from librobot_models.config import VLAConfig, is_int
+from librobot_models.heads import ActionHead, Conditioning
+from librobot_models.registry import VLMS
+
+
+def check_positive_ints(config: VLAConfig, *names: str) -> None:
+    for name in names:
+        config.check(name, is_int(getattr(config, name)) and getattr(config, name) > 0, "an int > 0")
+
+
+def check_vision_channels(config: VLAConfig, name: str = "vision_channels") -> None:
+    """The stage widths of a ConvImageEncoder: a non-empty tuple of ints, each a multiple of its 8 groups."""
+    value = getattr(config, name)
+    config.check(
+        name,
+        isinstance(value, tuple)
+        and len(value) > 0
+        and all(is_int(v) and v > 0 and v % 8 == 0 for v in value),
+        "a non-empty list of channel counts, each a multiple of 8",
+    )
+
+
+@dataclass(frozen=True)
+class HeadedConfig(VLAConfig):
+    """A framework config with a nested `head` (declared by the subclass with its HeadConfig type).
+
+    After validation the head's action_dim, chunk_size and cond_dim are set to the framework's
+    (`head_cond_dim()`), so the saved JSON is consistent and `replace(chunk_size=...)` reaches the head.
+    """
+
+    def head_cond_dim(self) -> int:
+        """Width of the Conditioning the framework hands its head."""
+        raise NotImplementedError(f"{type(self).__name__} does not define head_cond_dim()")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shapes = {
+            "action_dim": self.action_dim,
+            "chunk_size": self.chunk_size,
+            "cond_dim": self.head_cond_dim(),
+        }
+        if any(getattr(self.head, name) != value for name, value in shapes.items()):
+            object.__setattr__(self, "head", self.head.replace(**shapes))
+
+    def validate(self) -> None:
+        super().validate()
+        head_type = typing.get_type_hints(type(self))["head"]
+        expected = f"a {head_type.__name__} or a mapping of its fields"
+        self.check("head", isinstance(self.head, head_type), expected)
+
+
+@dataclass(frozen=True)
+class VLMFrameworkConfig(HeadedConfig):
+    """The fields of every VLM-based framework (a subclass sets its own defaults and `head`)."""
+
+    # -- VLM ------------------------------------------------------------------------------------------
+    vlm: str = "paligemma-3b"  # a registered VLM variant (librobot_models.backbones.list_vlms())
+    vlm_tiny: bool = True  # the variant's tiny config (2 layers, width 128): tests and CPU demos;
+    #                        false for the real architecture (with create(vlm_pretrained=<dir>))
+    freeze_vlm: bool = False  # true: no VLM weight trains, and the VLM stays in eval mode
+    vlm_lora_rank: int = 0  # > 0: LoRA of this rank on the language model, only it trains in the VLM
+    vlm_dtype: str = "float32"  # the VLM's parameters: float32, bfloat16 or float16 (the rest stays float32)
+    cond_dim: int = 256  # VLM features are projected to this width, the head's cond_dim
+
+    def head_cond_dim(self) -> int:
+        return self.cond_dim
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            VLMS.canonical(self.vlm)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}.vlm = {self.vlm!r} is invalid: {err}") from None
+        for name in ("vlm_tiny", "freeze_vlm"):
+            self.check(name, isinstance(getattr(self, name), bool), "true or false")
+        rank = self.vlm_lora_rank
+        self.check("vlm_lora_rank", is_int(rank) and rank >= 0, "an int >= 0")
+        self.check("vlm_lora_rank", not (rank and self.freeze_vlm), "0 when freeze_vlm is true (LoRA trains)")
+        check_positive_ints(self, "cond_dim")
+        self.check("vlm_dtype", self.vlm_dtype in DTYPES, f"one of {list(DTYPES)}")
+
+
+def build_vlm(config: VLMFrameworkConfig, pretrained: str | Path | None = None) -> VLMBackbone:
+    """The framework's VLM: random (tiny or full size) or loaded from directory `pretrained`; then
+    frozen, LoRA-adapted or left fully trainable as configured. Modules `encode` never runs (an
+    untied LM head, ...) are frozen in every case."""
+    if pretrained is not None and config.vlm_tiny:
+        raise ValueError(
+            f"{type(config).__name__}.vlm_tiny = True builds a random tiny VLM: set vlm_tiny to false "
+            f"to load pretrained weights from {pretrained}"
+        )
+    vlm = create_vlm(config.vlm, pretrained=pretrained, tiny=config.vlm_tiny, dtype=config.vlm_dtype)
+    if config.vlm_lora_rank:
+        apply_lora(vlm, rank=config.vlm_lora_rank, alpha=2 * config.vlm_lora_rank)
+    elif config.freeze_vlm:
+        vlm.freeze_backbone()
+    vlm.freeze_unused()
+    return vlm
+
+
+def instructions(batch: dict[str, Any], batch_size: int) -> list[str]:
+    """batch["instruction"] as a list of `batch_size` strings; "" for every sample when absent."""
+    text = batch.get("instruction")
+    if text is None:
+        return [""] * batch_size
+    if isinstance(text, str) or len(text) != batch_size or not all(isinstance(t, str) for t in text):
+        raise ValueError(f"batch['instruction'] is {text!r:.80}: expected a list of {batch_size} strings")
+    return list(text)
+
+
+class VLMProjection(nn.Module):
+    """VLMOutput -> Conditioning: tokens layer-normed and projected to cond_dim, padding carried over."""
+
+    def __init__(self, vlm_dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(vlm_dim)
+        self.proj = nn.Linear(vlm_dim, cond_dim)
+
+    def forward(self, out: VLMOutput, pooled: torch.Tensor | None = None) -> Conditioning:
+        """pooled: an optional (B, cond_dim) vector (e.g. the encoded state) put in front of the tokens."""
+        tokens = self.proj(self.norm(out.tokens.to(self.proj.weight.dtype)))  # (B, L, cond_dim)
+        return Conditioning(tokens=tokens, padding_mask=~out.mask, pooled=pooled)
+
+
+class HeadedFramework(nn.Module):
+    """The model contract for a framework that turns a batch into a Conditioning for its action head.
+
+    A subclass sets `self.head` (an ActionHead) and defines `conditioning(batch) -> Conditioning`;
+    the loss and the sampling are then the head's.
+    """
+
+    head: ActionHead
+
+    def conditioning(self, batch: dict[str, Any]) -> Conditioning:
+        raise NotImplementedError(f"{type(self).__name__} does not define conditioning()")
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: the VLAConfig contract with "actions" (B, k, A) and optionally "action_is_pad" (B, k)."""
+        return self.head.loss(self.conditioning(batch), batch["actions"], batch.get("action_is_pad"))
+
+    @torch.no_grad()
+    def sample_actions(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Action chunk (B, chunk_size, action_dim); the same generator state gives the same chunk."""
+        return self.head.sample(self.conditioning(obs), generator)
+
+
+class VLMFramework(HeadedFramework):
+    """Base module of the VLM-based frameworks: holds the config and the VLM as `self.backbone`."""
+
+    def __init__(self, config: VLMFrameworkConfig, vlm_pretrained: str | Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_vlm(config, vlm_pretrained)
+
+    def train(self, mode: bool = True) -> VLMFramework:
+        """A frozen VLM stays in eval mode (no dropout), as GR00T keeps its frozen modules."""
+        super().train(mode)
+        if self.config.freeze_vlm:
+            self.backbone.eval()
+        return self
+
+    def encode(self, batch: dict[str, Any]) -> VLMOutput:
+        """Every camera image (B, N_cam, 3, H, W) as one image of the prompt, then the instruction.
+        Runs without autograd when no VLM parameter trains."""
+        images = batch["images"]
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(needs_grad):
+            return self.backbone.encode(images, instructions(batch, images.shape[0]))
