@@ -6,6 +6,7 @@ The YAML (every key can also be given or overridden as a dotted `key=value`, val
     framework: act                 # a name or alias from librobot_models.registry
     dataset: data/so100_sim/hdf5   # directory of episodes (paths are relative to the working directory)
     output_dir: runs/act_so100     # final checkpoint, train_log.jsonl, checkpoints/step_N
+    vlm_pretrained: /models/pg     # optional: initial VLM weights (save_pretrained layout)
     model: {...}                   # the framework's config fields; state_dim, action_dim and
                                    # camera_names come from the dataset when null or absent
     train: {...}                   # TrainSettings below
@@ -17,6 +18,7 @@ Writes <output_dir>/train_log.jsonl (one JSON object per log line) and the final
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import random
@@ -106,6 +108,8 @@ class RunConfig(Config):
     framework: str = "act"
     model: dict = field(default_factory=dict)
     train: TrainSettings = field(default_factory=TrainSettings)
+    # Where the initial weights come from; not part of the model config (a checkpoint holds them all).
+    vlm_pretrained: str | None = None  # local directory of a pretrained VLM (VLM frameworks only)
 
     def validate(self) -> None:
         for name in ("dataset", "output_dir", "framework"):
@@ -114,6 +118,9 @@ class RunConfig(Config):
             )
         self.check("model", isinstance(self.model, dict), "a mapping of the framework's config fields")
         self.check("train", isinstance(self.train, TrainSettings), "a mapping of training settings")
+        self.check("vlm_pretrained", self.vlm_pretrained is None or
+                   (isinstance(self.vlm_pretrained, str) and Path(self.vlm_pretrained).is_dir()),
+                   "null or an existing directory of a pretrained VLM")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -282,7 +289,13 @@ def build(run: RunConfig) -> Setup:
     if settings.cpu_threads is not None:
         torch.set_num_threads(settings.cpu_threads)
     device = resolve_device(settings.device)
-    model = config.create().to(device).train()
+    if run.vlm_pretrained is not None:
+        if "vlm_pretrained" not in inspect.signature(config.create).parameters:
+            raise ValueError(f"vlm_pretrained is set, but framework {run.framework!r} has no VLM")
+        model = config.create(vlm_pretrained=run.vlm_pretrained)
+    else:
+        model = config.create()
+    model = model.to(device).train()
     metadata = {
         "embodiment": info.embodiment,
         "joint_names": info.joint_names,

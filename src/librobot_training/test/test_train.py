@@ -153,3 +153,30 @@ def test_example_config_is_valid():
         run.framework == "act" and run.dataset == "data/so100_sim/hdf5" and run.output_dir == "runs/act_so100"
     )
     assert run.model["camera_names"] == ["front"] and run.model["state_dim"] is None
+
+
+def test_initial_vlm_weights_come_from_a_local_directory(tmp_path, dataset_dir, capsys):
+    """vlm_pretrained loads a saved VLM (here a tiny one) into the framework before step 1."""
+    import torch
+
+    from librobot_models.backbones import create_vlm
+
+    torch.manual_seed(1)
+    pretrained = tmp_path / "internvl_tiny"
+    create_vlm("internvl2-2b", tiny=True).save_pretrained(pretrained)
+    config = _write_config(tmp_path, dataset_dir, steps=1, batch_size=2, log_every=1)
+    model = ["model.vlm=internvl2-2b", "model.vlm_tiny=false", "model.image_size=[32,32]",
+             "model.chunk_size=4", "model.cond_dim=64", "model.freeze_vlm=true", "model.vlm_lora_rank=0"]
+    args = ["--config", str(config), "framework=openvla", *model]
+    assert main([*args, f"vlm_pretrained={pretrained}"]) == 0
+    from safetensors.torch import load_file
+
+    trained = load_file(tmp_path / "run" / "model.safetensors")
+    saved = load_file(next(pretrained.glob("*.safetensors")))
+    # the frozen VLM inside the trained framework holds exactly the pretrained weights
+    embedding = [k for k in saved if k.endswith("embed_tokens.weight")][0]
+    ours = [k for k in trained if k.endswith(embedding.split("model.", 1)[-1]) and k.startswith("backbone.")]
+    assert ours and torch.equal(trained[ours[0]], saved[embedding])
+
+    assert main(["--config", str(config), "framework=act", f"vlm_pretrained={pretrained}"]) == 2
+    assert "has no VLM" in capsys.readouterr().err
