@@ -431,6 +431,22 @@ class VLMBackbone(nn.Module):
         raise NotImplementedError
 
 
+def decoder_architecture(hf_config: PretrainedConfig) -> dict[str, Any]:
+    """The language-model fields every decoder-only family shares (all but Florence-2), read from a
+    transformers config whose `text_config` is a Llama/Qwen/Gemma-style decoder."""
+    text = hf_config.text_config
+    return dict(
+        hidden_size=text.hidden_size,
+        num_layers=text.num_hidden_layers,
+        num_heads=text.num_attention_heads,
+        num_kv_heads=text.num_key_value_heads,
+        intermediate_size=text.intermediate_size,
+        vocab_size=text.vocab_size,
+        tie_word_embeddings=bool(hf_config.tie_word_embeddings),
+        rope_theta=float(text.rope_parameters["rope_theta"]),
+    )
+
+
 def _check_directory(path: Path) -> None:
     """A one-line error naming what a pretrained directory lacks."""
     if not path.is_dir():

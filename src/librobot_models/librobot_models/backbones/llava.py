@@ -16,7 +16,13 @@ import torch
 from transformers import LlavaConfig as HFLlavaConfig
 from transformers import PretrainedConfig
 
-from librobot_models.backbones.base import CLIP_MEAN, CLIP_STD, DecoderVLMConfig, VLMBackbone
+from librobot_models.backbones.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    DecoderVLMConfig,
+    VLMBackbone,
+    decoder_architecture,
+)
 from librobot_models.registry import register_vlm
 
 
@@ -84,16 +90,9 @@ class LlavaConfig(DecoderVLMConfig):
 
     @classmethod
     def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
-        text, vision = hf_config.text_config, hf_config.vision_config
+        vision = hf_config.vision_config
         return dict(
-            hidden_size=text.hidden_size,
-            num_layers=text.num_hidden_layers,
-            num_heads=text.num_attention_heads,
-            num_kv_heads=text.num_key_value_heads,
-            intermediate_size=text.intermediate_size,
-            vocab_size=text.vocab_size,
-            tie_word_embeddings=bool(hf_config.tie_word_embeddings),
-            rope_theta=float(text.rope_parameters["rope_theta"]),
+            **decoder_architecture(hf_config),
             vision_hidden_size=vision.hidden_size,
             vision_layers=vision.num_hidden_layers,
             vision_heads=vision.num_attention_heads,

@@ -18,7 +18,7 @@ import torch
 from transformers import PaliGemmaConfig as HFPaliGemmaConfig
 from transformers import PretrainedConfig
 
-from librobot_models.backbones.base import HALF, DecoderVLMConfig, VLMBackbone
+from librobot_models.backbones.base import HALF, DecoderVLMConfig, VLMBackbone, decoder_architecture
 from librobot_models.registry import register_vlm
 
 
@@ -85,15 +85,8 @@ class PaliGemmaConfig(DecoderVLMConfig):
     def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
         text, vision = hf_config.text_config, hf_config.vision_config
         return dict(
-            hidden_size=text.hidden_size,
-            num_layers=text.num_hidden_layers,
-            num_heads=text.num_attention_heads,
-            num_kv_heads=text.num_key_value_heads,
+            **decoder_architecture(hf_config),
             head_dim=text.head_dim,
-            intermediate_size=text.intermediate_size,
-            vocab_size=text.vocab_size,
-            tie_word_embeddings=bool(hf_config.tie_word_embeddings),
-            rope_theta=float(text.rope_parameters["rope_theta"]),
             vision_hidden_size=vision.hidden_size,
             vision_layers=vision.num_hidden_layers,
             vision_heads=vision.num_attention_heads,

@@ -28,7 +28,14 @@ from transformers import PretrainedConfig
 from transformers import Qwen2VLConfig as HFQwen2VLConfig
 from transformers import Qwen3VLConfig as HFQwen3VLConfig
 
-from librobot_models.backbones.base import CLIP_MEAN, CLIP_STD, HALF, DecoderVLMConfig, VLMBackbone
+from librobot_models.backbones.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    HALF,
+    DecoderVLMConfig,
+    VLMBackbone,
+    decoder_architecture,
+)
 from librobot_models.config import is_int
 from librobot_models.registry import register_vlm
 
@@ -141,14 +148,7 @@ class Qwen2VLConfig(QwenVLConfig):
     def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
         text, vision = hf_config.text_config, hf_config.vision_config
         return dict(
-            hidden_size=text.hidden_size,
-            num_layers=text.num_hidden_layers,
-            num_heads=text.num_attention_heads,
-            num_kv_heads=text.num_key_value_heads,
-            intermediate_size=text.intermediate_size,
-            vocab_size=text.vocab_size,
-            tie_word_embeddings=bool(hf_config.tie_word_embeddings),
-            rope_theta=float(text.rope_parameters["rope_theta"]),
+            **decoder_architecture(hf_config),
             mrope_section=tuple(text.rope_parameters["mrope_section"]),
             vision_hidden_size=vision.embed_dim,
             vision_layers=vision.depth,
@@ -232,15 +232,8 @@ class Qwen3VLConfig(QwenVLConfig):
     def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
         text, vision = hf_config.text_config, hf_config.vision_config
         return dict(
-            hidden_size=text.hidden_size,
-            num_layers=text.num_hidden_layers,
-            num_heads=text.num_attention_heads,
-            num_kv_heads=text.num_key_value_heads,
+            **decoder_architecture(hf_config),
             head_dim=text.head_dim,
-            intermediate_size=text.intermediate_size,
-            vocab_size=text.vocab_size,
-            tie_word_embeddings=bool(hf_config.tie_word_embeddings),
-            rope_theta=float(text.rope_parameters["rope_theta"]),
             mrope_section=tuple(text.rope_parameters["mrope_section"]),
             vision_hidden_size=vision.hidden_size,
             vision_layers=vision.depth,
