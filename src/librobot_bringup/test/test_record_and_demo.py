@@ -13,7 +13,7 @@ from librobot_training.bag_to_hdf5 import main as bag_to_hdf5
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_record_then_convert(tmp_path, storage, capsys):
     bag = tmp_path / "bag"
-    assert record.main(["--output", str(bag), "--episodes", "1", "--time-limit", "3",
+    assert record.main(["--output", str(bag), "--episodes", "1", "--time-limit", "4",
                         "--storage", storage]) == 0
     assert "recorded 1 episodes" in capsys.readouterr().out
     suffix = {"mcap": ".mcap", "sqlite3": ".db3"}[storage]
@@ -25,8 +25,8 @@ def test_record_then_convert(tmp_path, storage, capsys):
     assert len(summary["episodes"]) == 1
     with h5py.File(out / "episode_000000.hdf5") as f:
         frames = f.attrs["num_frames"]
-        # 3 s at 10 Hz, less the time before every stream (the expert's first command) is there
-        assert 10 <= frames <= 31
+        # 4 s at 10 Hz, less the time before every stream (the expert's first command) is there
+        assert 15 <= frames <= 41
         assert np.all(np.diff(f["/timestamps/sample_ns"][()]) == 100_000_000)
         assert f["/observations/images/front"].shape == (frames, 120, 160, 3)
         assert f["/action"].shape == (frames, 6) and np.all(np.isfinite(f["/action"][()]))

@@ -50,6 +50,8 @@ class DriverNode(Node):
         self.robot = make_robot(robot_name, self.spec, **options)
         self.robot.connect()
         self.cameras = self.robot.camera_names
+        for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
+            self.robot.read_camera(name)  # do it now, not in the middle of the first episode
         self.follower = TrajectoryFollower(self.robot.read_joints().position)
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
         self._last_tick: float | None = None
