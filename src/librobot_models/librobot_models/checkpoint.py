@@ -33,6 +33,8 @@ from librobot_models.registry import vla_config_class
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 NORM_STATS_FILE = "norm_stats.json"
+# The VLM tokenizer (frameworks with a `backbone`): token ids are part of what the weights learned.
+TOKENIZER_DIR = "vlm_tokenizer"
 FORMAT_VERSION = 1
 _RESERVED = ("format_version", "framework", "model", "weights_sha256")
 
@@ -83,14 +85,25 @@ def save_checkpoint(
         }
         (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
         (staging / NORM_STATS_FILE).write_text(norm_stats_to_json(norm_stats))
+        tokenizer = _vlm_tokenizer(model)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging / TOKENIZER_DIR)
         if not directory.exists():
             os.rename(staging, directory)
         else:
+            if tokenizer is not None:
+                shutil.rmtree(directory / TOKENIZER_DIR, ignore_errors=True)
+                os.replace(staging / TOKENIZER_DIR, directory / TOKENIZER_DIR)
             for name in (WEIGHTS_FILE, NORM_STATS_FILE, CONFIG_FILE):
                 os.replace(staging / name, directory / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _vlm_tokenizer(model: torch.nn.Module) -> Any:
+    """The tokenizer of the model's VLM backbone, if it has one."""
+    return getattr(getattr(model, "backbone", None), "tokenizer", None)
 
 
 def _read_json(path: Path) -> Any:
@@ -138,7 +151,13 @@ def load_checkpoint(
             f"{weights} does not match the SHA-256 recorded in config.json: corrupt or half-written"
         )
 
-    model = config.create().to(device)
+    if (directory / TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer  # only checkpoints with a VLM need transformers
+
+        model = config.create(vlm_tokenizer=AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR))
+    else:
+        model = config.create()
+    model = model.to(device)
     try:
         missing_keys, unexpected_keys = load_model(model, str(weights), strict=False, device=str(device))
     except Exception as err:  # safetensors and torch raise several types for bad headers or shapes

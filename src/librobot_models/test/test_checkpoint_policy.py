@@ -225,3 +225,26 @@ def test_temporal_ensembler_weights_older_predictions_more():
     np.testing.assert_allclose(out[0, 0], 1 / (1 + np.e))  # the older chunk (zeros) weighs e times more
     biased.reset()
     np.testing.assert_allclose(biased(np.ones((3, 1))), np.ones((3, 1)))
+
+
+def test_a_vlm_checkpoint_keeps_the_tokenizer_its_weights_were_trained_with(tmp_path):
+    """A VLM framework's token ids travel with its weights: a tokenizer that differs from the
+    in-code one (as a real pretrained VLM's does) comes back from the checkpoint."""
+    from librobot_models.registry import get_vla_config
+
+    config = get_vla_config("openvla", vlm="llava-1.5-7b", image_size=(32, 32), chunk_size=4,
+                            camera_names=("front",), state_dim=3, action_dim=3, cond_dim=32)
+    torch.manual_seed(0)
+    model = config.create().eval()
+    model.backbone.tokenizer.add_tokens(["<grasp>"])  # an id the in-code tokenizer does not have
+    stats = {"state": NormStats.from_array(np.zeros((4, 3))), "actions": NormStats.from_array(np.zeros((4, 3)))}
+    save_checkpoint(tmp_path / "ckpt", model, config, stats)
+    loaded, *_ = load_checkpoint(tmp_path / "ckpt")
+
+    text = "pick <grasp> now"
+    ids = lambda m: m.backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids(loaded) == ids(model) and len(ids(model)) < len(text)
+    batch = config.fake_batch(batch_size=1)
+    with torch.no_grad():
+        assert torch.equal(model.backbone.encode(batch["images"], [text]).tokens,
+                           loaded.backbone.encode(batch["images"], [text]).tokens)

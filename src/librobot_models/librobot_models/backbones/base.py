@@ -149,12 +149,16 @@ class VLMConfig(Config):
     def backbone_class(cls) -> type[VLMBackbone]:
         raise NotImplementedError(f"{cls.__name__} does not define backbone_class()")
 
-    def create(self, pretrained: str | Path | None = None, **overrides: Any) -> VLMBackbone:
+    def create(
+        self, pretrained: str | Path | None = None, *, tokenizer: Any = None, **overrides: Any
+    ) -> VLMBackbone:
         """A randomly initialised backbone of this config, or the one saved in directory `pretrained`
-        (its architecture comes from the directory; `overrides` may change wrapper fields only)."""
+        (its architecture comes from the directory; `overrides` may change wrapper fields only).
+        `tokenizer`: with random weights, the tokenizer to build around instead of the in-code one
+        (a checkpoint's, so that its token ids are the ones the weights were trained with)."""
         backbone = self.backbone_class()
         if pretrained is None:
-            return backbone.from_config(self.replace(**overrides) if overrides else self)
+            return backbone.from_config(self.replace(**overrides) if overrides else self, tokenizer)
         return backbone.from_pretrained(pretrained, self, **overrides)
 
     def tiny_text(self) -> dict[str, Any]:
@@ -230,9 +234,11 @@ class VLMBackbone(nn.Module):
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: VLMConfig) -> VLMBackbone:
-        """Random weights and the in-code tokenizer (honours an enclosing `torch.device(...)`)."""
-        tokenizer = build_tokenizer(config.special_tokens, vocab_size=min(TOKENIZER_VOCAB, config.vocab_size))
+    def from_config(cls, config: VLMConfig, tokenizer: Any = None) -> VLMBackbone:
+        """Random weights around `tokenizer`, by default the in-code one (honours an enclosing
+        `torch.device(...)`)."""
+        if tokenizer is None:
+            tokenizer = build_tokenizer(config.special_tokens, vocab_size=min(TOKENIZER_VOCAB, config.vocab_size))
         special_ids = {
             role: tokenizer.convert_tokens_to_ids(tok) for role, tok in config.special_tokens.items()
         }

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from librobot_models.adapters import apply_lora
-from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm
+from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vlm_config
 from librobot_models.backbones.base import DTYPES
 from librobot_models.config import VLAConfig, is_int
 from librobot_models.heads import ActionHead, Conditioning
@@ -110,7 +110,9 @@ class VLMFrameworkConfig(HeadedConfig):
         self.check("vlm_dtype", self.vlm_dtype in DTYPES, f"one of {list(DTYPES)}")
 
 
-def build_vlm(config: VLMFrameworkConfig, pretrained: str | Path | None = None) -> VLMBackbone:
+def build_vlm(
+    config: VLMFrameworkConfig, pretrained: str | Path | None = None, tokenizer: Any = None
+) -> VLMBackbone:
     """The framework's VLM: random (tiny or full size) or loaded from directory `pretrained`; then
     frozen, LoRA-adapted or left fully trainable as configured. Modules `encode` never runs (an
     untied LM head, ...) are frozen in every case."""
@@ -119,7 +121,10 @@ def build_vlm(config: VLMFrameworkConfig, pretrained: str | Path | None = None) 
             f"{type(config).__name__}.vlm_tiny = True builds a random tiny VLM: set vlm_tiny to false "
             f"to load pretrained weights from {pretrained}"
         )
-    vlm = create_vlm(config.vlm, pretrained=pretrained, tiny=config.vlm_tiny, dtype=config.vlm_dtype)
+    if pretrained is not None:
+        vlm = create_vlm(config.vlm, pretrained=pretrained, dtype=config.vlm_dtype)
+    else:
+        vlm = get_vlm_config(config.vlm, tiny=config.vlm_tiny, dtype=config.vlm_dtype).create(tokenizer=tokenizer)
     if config.vlm_lora_rank:
         apply_lora(vlm, rank=config.vlm_lora_rank, alpha=2 * config.vlm_lora_rank)
     elif config.freeze_vlm:
@@ -177,10 +182,12 @@ class HeadedFramework(nn.Module):
 class VLMFramework(HeadedFramework):
     """Base module of the VLM-based frameworks: holds the config and the VLM as `self.backbone`."""
 
-    def __init__(self, config: VLMFrameworkConfig, vlm_pretrained: str | Path | None = None) -> None:
+    def __init__(
+        self, config: VLMFrameworkConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_vlm(config, vlm_pretrained)
+        self.backbone = build_vlm(config, vlm_pretrained, vlm_tokenizer)
 
     def train(self, mode: bool = True) -> VLMFramework:
         """A frozen VLM stays in eval mode (no dropout), as GR00T keeps its frozen modules."""

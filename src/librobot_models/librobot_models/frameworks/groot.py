@@ -69,13 +69,15 @@ class GR00TConfig(VLMFrameworkConfig):
             f"a multiple of vl_adapter_heads ({self.vl_adapter_heads})",
         )
 
-    def create(self, vlm_pretrained: str | Path | None = None) -> GR00T:
-        return GR00T(self, vlm_pretrained)
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> GR00T:
+        return GR00T(self, vlm_pretrained, vlm_tokenizer)
 
 
 class GR00T(VLMFramework):
-    def __init__(self, config: GR00TConfig, vlm_pretrained: str | Path | None = None) -> None:
-        super().__init__(config, vlm_pretrained)
+    def __init__(
+        self, config: GR00TConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
+        super().__init__(config, vlm_pretrained, vlm_tokenizer)
         c, D = config, config.cond_dim
         n_layers = len(self.backbone.language_layers())
         self.backbone.keep_language_layers(max(1, round(c.vlm_layer_fraction * n_layers)))

@@ -81,13 +81,15 @@ class HelixConfig(VLMFrameworkConfig):
         """System-1 calls per System-2 refresh: round(fast_rate_hz / slow_rate_hz)."""
         return max(1, round(self.fast_rate_hz / self.slow_rate_hz))
 
-    def create(self, vlm_pretrained: str | Path | None = None) -> Helix:
-        return Helix(self, vlm_pretrained)
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> Helix:
+        return Helix(self, vlm_pretrained, vlm_tokenizer)
 
 
 class Helix(VLMFramework):
-    def __init__(self, config: HelixConfig, vlm_pretrained: str | Path | None = None) -> None:
-        super().__init__(config, vlm_pretrained)
+    def __init__(
+        self, config: HelixConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
+        super().__init__(config, vlm_pretrained, vlm_tokenizer)
         c, D = config, config.cond_dim
         # System 2: VLM (self.backbone) -> latent
         self.to_latent = MLP(self.backbone.get_embedding_dim(), [D], D, act="gelu")

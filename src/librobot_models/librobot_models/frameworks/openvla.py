@@ -41,13 +41,15 @@ class OpenVLAConfig(VLMFrameworkConfig):
         super().validate()
         self.check("use_state", isinstance(self.use_state, bool), "true or false")
 
-    def create(self, vlm_pretrained: str | Path | None = None) -> OpenVLA:
-        return OpenVLA(self, vlm_pretrained)
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> OpenVLA:
+        return OpenVLA(self, vlm_pretrained, vlm_tokenizer)
 
 
 class OpenVLA(VLMFramework):
-    def __init__(self, config: OpenVLAConfig, vlm_pretrained: str | Path | None = None) -> None:
-        super().__init__(config, vlm_pretrained)
+    def __init__(
+        self, config: OpenVLAConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
+        super().__init__(config, vlm_pretrained, vlm_tokenizer)
         c = config
         self.vl_proj = VLMProjection(self.backbone.get_embedding_dim(), c.cond_dim)
         self.state_encoder = MLPStateEncoder(c.state_dim, c.cond_dim) if c.use_state else None

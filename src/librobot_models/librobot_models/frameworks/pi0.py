@@ -46,8 +46,8 @@ class Pi0Config(VLMFrameworkConfig):
         )
     )
 
-    def create(self, vlm_pretrained: str | Path | None = None) -> Pi0:
-        return Pi0(self, vlm_pretrained)
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> Pi0:
+        return Pi0(self, vlm_pretrained, vlm_tokenizer)
 
 
 class JointAttentionLayer(nn.Module):
@@ -117,8 +117,10 @@ class ActionExpert(nn.Module):
 
 
 class Pi0(VLMFramework):
-    def __init__(self, config: Pi0Config, vlm_pretrained: str | Path | None = None) -> None:
-        super().__init__(config, vlm_pretrained)
+    def __init__(
+        self, config: Pi0Config, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
+        super().__init__(config, vlm_pretrained, vlm_tokenizer)
         c = config
         self.prefix_proj = VLMProjection(self.backbone.get_embedding_dim(), c.cond_dim)
         self.state_proj = nn.Linear(c.state_dim, c.cond_dim)

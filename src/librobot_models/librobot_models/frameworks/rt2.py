@@ -51,13 +51,15 @@ class RT2Config(VLMFrameworkConfig):
         self.check("use_state", isinstance(self.use_state, bool), "true or false")
         self.check("action_range", is_number(self.action_range) and self.action_range > 0, "a number > 0")
 
-    def create(self, vlm_pretrained: str | Path | None = None) -> RT2:
-        return RT2(self, vlm_pretrained)
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> RT2:
+        return RT2(self, vlm_pretrained, vlm_tokenizer)
 
 
 class RT2(VLMFramework):
-    def __init__(self, config: RT2Config, vlm_pretrained: str | Path | None = None) -> None:
-        super().__init__(config, vlm_pretrained)
+    def __init__(
+        self, config: RT2Config, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
+    ) -> None:
+        super().__init__(config, vlm_pretrained, vlm_tokenizer)
         c = config
         self.vl_proj = VLMProjection(self.backbone.get_embedding_dim(), c.cond_dim)
         self.state_proj = nn.Linear(c.state_dim, c.cond_dim) if c.use_state else None
