@@ -133,8 +133,10 @@ class TransformerDecoderLayer(nn.Module):
         return self.ff_block(x, self.feed_forward)
 
 
-class TransformerEncoder(nn.Module):
-    """A stack of `n_layers` encoder layers: (B, S, D) -> (B, S, D)."""
+class _LayerStack(nn.Module):
+    """`n_layers` layers of `layer_class` and, with pre-norm, a final norm."""
+
+    layer_class: type[nn.Module]
 
     def __init__(
         self,
@@ -150,10 +152,16 @@ class TransformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(dim, n_heads, dim_feedforward, dropout, act, pre_norm, norm, attention)
+            self.layer_class(dim, n_heads, dim_feedforward, dropout, act, pre_norm, norm, attention)
             for _ in range(n_layers)
         )
         self.norm = make_norm(norm, dim) if pre_norm else nn.Identity()
+
+
+class TransformerEncoder(_LayerStack):
+    """A stack of `n_layers` encoder layers: (B, S, D) -> (B, S, D)."""
+
+    layer_class = TransformerEncoderLayer
 
     def forward(
         self,
@@ -169,27 +177,10 @@ class TransformerEncoder(nn.Module):
         return self.norm(x)
 
 
-class TransformerDecoder(nn.Module):
+class TransformerDecoder(_LayerStack):
     """A stack of `n_layers` decoder layers over a shared memory: (B, S, D), (B, M, D) -> (B, S, D)."""
 
-    def __init__(
-        self,
-        n_layers: int,
-        dim: int,
-        n_heads: int,
-        dim_feedforward: int,
-        dropout: float = 0.1,
-        act: str = "relu",
-        pre_norm: bool = False,
-        norm: str = "layer",
-        attention: AttentionConfig | None = None,
-    ) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            TransformerDecoderLayer(dim, n_heads, dim_feedforward, dropout, act, pre_norm, norm, attention)
-            for _ in range(n_layers)
-        )
-        self.norm = make_norm(norm, dim) if pre_norm else nn.Identity()
+    layer_class = TransformerDecoderLayer
 
     def forward(
         self,
