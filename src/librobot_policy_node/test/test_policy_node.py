@@ -1,5 +1,7 @@
 """The policy node on real rclpy messages: observations in, a valid stamped JointTrajectory out."""
 
+import time
+
 import numpy as np
 from librobot_msgs.msg import ActionChunk, PolicyStatus
 from rclpy.executors import SingleThreadedExecutor
@@ -14,6 +16,7 @@ from librobot_policy_node.policy_node import PolicyNode
 
 SPEC = load_embodiment("so100")
 CHUNK = 10  # the tiny_checkpoint fixture's chunk size
+CAMERA_PERIOD_S = 1 / 30
 
 
 class Harness:
@@ -33,8 +36,15 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.policy)
         self.executor.add_node(self.robot)
+        self._last_publish = -1.0
 
     def publish(self, stamp_ns=None, encoding="rgb8"):
+        """Send one joint state and one frame, at most at a camera's 30 Hz. Unpaced, the test's
+        loop never waits, and the GIL handover after each of the model's torch ops (up to the
+        5 ms switch interval) stretched one inference past the whole chunk."""
+        if time.monotonic() - self._last_publish < CAMERA_PERIOD_S:
+            return
+        self._last_publish = time.monotonic()
         stamp = messages.time_from_ns(stamp_ns if stamp_ns is not None else
                                       self.robot.get_clock().now().nanoseconds)
         state = JointState()
