@@ -141,6 +141,9 @@ class VLAConfig(Config):
         actions:       (B, chunk_size, action_dim) float     (training only)
         action_is_pad: (B, chunk_size) bool, True past the episode end   (training only)
         instruction:   list[str] of length B                  (optional; language models use it)
+    A framework that sees earlier steps (observation_history T > 1) gets a time axis after B, the
+    last step the current one: images (B, T, N_cam, 3, H, W), state (B, T, state_dim), and
+        observation_is_pad: (B, T) bool, True on steps before the episode start
     """
 
     framework: ClassVar[str] = ""  # set by registry.register_vla
@@ -169,20 +172,32 @@ class VLAConfig(Config):
             "(height, width), both ints >= 16",
         )
 
+    @property
+    def observation_history(self) -> int:
+        """Observation steps per training sample, the current one included (see the contract)."""
+        return 1
+
     def create(self) -> torch.nn.Module:
         """Build the framework's module (randomly initialised) from this config."""
         raise NotImplementedError(f"{type(self).__name__} does not define create()")
 
     def fake_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
-        """A random batch in the contract above, with the last steps of the first sample padded."""
+        """A random batch in the contract above, with the last steps of the first sample padded and,
+        with a history, its earlier steps too (its episode starts now)."""
         g = torch.Generator().manual_seed(seed)
         h, w = self.image_size
+        T = self.observation_history
+        steps = (T,) if T > 1 else ()
         action_is_pad = torch.zeros(batch_size, self.chunk_size, dtype=torch.bool)
         action_is_pad[0, self.chunk_size // 2 :] = True
-        return {
-            "images": torch.rand(batch_size, len(self.camera_names), 3, h, w, generator=g),
-            "state": torch.randn(batch_size, self.state_dim, generator=g),
+        batch = {
+            "images": torch.rand(batch_size, *steps, len(self.camera_names), 3, h, w, generator=g),
+            "state": torch.randn(batch_size, *steps, self.state_dim, generator=g),
             "actions": torch.randn(batch_size, self.chunk_size, self.action_dim, generator=g),
             "action_is_pad": action_is_pad,
             "instruction": ["pick up the cube"] * batch_size,
         }
+        if T > 1:
+            batch["observation_is_pad"] = torch.zeros(batch_size, T, dtype=torch.bool)
+            batch["observation_is_pad"][0, :-1] = True
+        return batch

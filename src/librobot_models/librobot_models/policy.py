@@ -11,6 +11,12 @@ and actions are numpy in robot units; normalisation, tensors and devices stay in
         "instruction": "pick up the cube",            # optional
     })
     out["actions"]                                    # (chunk_size, action_dim) float32, robot units
+    policy.observe(obs)                               # a control step without inference (see below)
+
+A model with a history window (config.observation_history T > 1, e.g. Octo) is fed the last T
+control steps, as in training. `infer` adds its observation to that window; a caller that replans
+every k > 1 control steps also passes the k - 1 observations in between to `observe` (for other
+models `observe` does nothing). Steps before the episode start are padded.
 
 Pre- and post-processing are small frozen transforms (dict -> dict) composed in a list, so a robot
 adapter or a new framework adds a step instead of editing a long method.
@@ -141,6 +147,32 @@ def actions_to_numpy(out: dict) -> dict:
     return {**out, "actions": out["actions"][0].float().cpu().numpy()}
 
 
+class ObservationHistory:
+    """The model inputs of the last `steps` control steps, as one window of the batch contract:
+    images (1, T, N, 3, H, W), state (1, T, D), observation_is_pad (1, T), zeros where padded."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self._batches: deque[dict] = deque(maxlen=steps)
+
+    def clear(self) -> None:
+        self._batches.clear()
+
+    def append(self, batch: dict) -> None:
+        self._batches.append(batch)
+
+    def window(self) -> dict:
+        current = self._batches[-1]
+        missing = self.steps - len(self._batches)
+
+        def stack(key: str) -> torch.Tensor:
+            pad = [torch.zeros_like(current[key])] * missing
+            return torch.stack(pad + [b[key] for b in self._batches], dim=1)
+
+        is_pad = torch.arange(self.steps, device=current["state"].device) < missing
+        return {**current, "images": stack("images"), "state": stack("state"), "observation_is_pad": is_pad[None]}
+
+
 class TemporalEnsembler:
     """ACT's temporal ensembling, extended to the whole chunk.
 
@@ -201,6 +233,8 @@ class Policy:
         self._postprocess = compose(self.output_transforms)
         coeff = getattr(config, "temporal_ensemble_coeff", None)
         self.ensembler = None if coeff is None else TemporalEnsembler(coeff, config.chunk_size)
+        steps = config.observation_history
+        self.history = ObservationHistory(steps) if steps > 1 else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Policy:
@@ -211,6 +245,9 @@ class Policy:
         """{"images": {cam: (H, W, 3) uint8}, "state": (state_dim,), "instruction"?: str}
         -> {"actions": (chunk_size, action_dim) float32 in robot units}."""
         batch = self._preprocess(obs)
+        if self.history is not None:
+            self.history.append(batch)
+            batch = self.history.window()
         with torch.inference_mode():
             actions = self.model.sample_actions(batch)  # (1, k, action_dim), normalised
         out = self._postprocess({"actions": actions})
@@ -218,9 +255,16 @@ class Policy:
             out["actions"] = self.ensembler(out["actions"])
         return out
 
+    def observe(self, obs: dict) -> None:
+        """A control step without inference, kept for the model's history window (if it has one)."""
+        if self.history is not None:
+            self.history.append(self._preprocess(obs))
+
     def reset(self) -> None:
-        """Forget per-episode state: the temporal ensembling history, and the model's own when it keeps
-        some between calls (a `reset()` method: Helix's cached latent, Octo's observation window)."""
+        """Forget per-episode state: the observation window, the temporal ensembling history, and the
+        model's own when it keeps some between calls (a `reset()` method: Helix's cached latent)."""
+        if self.history is not None:
+            self.history.clear()
         if self.ensembler is not None:
             self.ensembler.reset()
         model_reset = getattr(self.model, "reset", None)
@@ -247,6 +291,11 @@ class Policy:
     @property
     def action_dim(self) -> int:
         return self.config.action_dim
+
+    @property
+    def observation_history(self) -> int:
+        """Control steps the model sees per inference (see observe)."""
+        return self.config.observation_history
 
     @property
     def joint_names(self) -> list[str] | None:

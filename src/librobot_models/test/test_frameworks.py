@@ -257,15 +257,34 @@ def test_octo_history_window():
     assert not torch.allclose(a[1], b[1])  # real history does
 
     current = {**batch, "images": batch["images"][:, 1], "state": batch["state"][:, 1]}  # one step
-    with pytest.raises(ValueError, match="history_window = 2 needs training batches with a history"):
+    with pytest.raises(ValueError, match="history_window = 2 needs observation windows"):
         model.compute_loss(current)
-    model.reset()
-    first = model.conditioning(current, remember=True).tokens  # step before: padded
-    second = model.conditioning(current, remember=True).tokens  # step before: the first call's
-    window = {**batch, "images": batch["images"][:, [1, 1]], "state": batch["state"][:, [1, 1]]}
-    torch.testing.assert_close(second, model.conditioning({**window, "observation_is_pad": None}).tokens)
-    padded = torch.tensor([[True, False], [True, False]])
-    torch.testing.assert_close(first, model.conditioning({**window, "observation_is_pad": padded}).tokens)
+
+
+def test_policy_feeds_a_history_window_the_observations_of_consecutive_control_steps(norm_stats):
+    config = small_config("octo", history_window=2)
+    model = build(config).eval()
+    policy = Policy(model, config, norm_stats)
+    rng = np.random.default_rng(0)
+    a, b, c = (numpy_obs(rng) for _ in range(3))
+    windows = []
+    model.sample_actions = lambda batch: windows.append(batch) or torch.zeros(1, 6, 3)
+
+    policy.infer(a)  # nothing before the episode start: padded
+    policy.observe(b)  # a control step without inference
+    policy.infer(c)
+    policy.reset()
+    policy.infer(b)
+    first, second, after_reset = windows
+    assert first["images"].shape == (1, 2, 2, 3, 32, 32) and first["state"].shape == (1, 2, 4)
+    assert first["observation_is_pad"].tolist() == [[True, False]]
+    assert torch.equal(first["images"][:, 0], torch.zeros_like(first["images"][:, 0]))
+    assert torch.equal(first["images"][:, 1], policy._preprocess(a)["images"])
+    assert second["observation_is_pad"].tolist() == [[False, False]]
+    for step, obs in enumerate((b, c)):  # the step before is the observed one, not the last inference
+        assert torch.equal(second["images"][:, step], policy._preprocess(obs)["images"])
+        assert torch.equal(second["state"][:, step], policy._preprocess(obs)["state"])
+    assert after_reset["observation_is_pad"].tolist() == [[True, False]]
 
 
 def test_rt2_action_tokens_round_trip():

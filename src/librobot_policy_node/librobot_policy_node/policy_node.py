@@ -1,8 +1,11 @@
 """The policy node: latest camera frames + joint state -> Policy.infer -> stamped action chunk.
 
 Subscriptions only store the newest message (ObservationBuffer); inference runs on a thread of its
-own at the replanning rate, so a slow model never blocks the inputs (and no executor thread
-busy-waits on a timer whose callback is still running, which starved inference of the GIL). Each chunk goes to the
+own, so a slow model never blocks the inputs (and no executor thread busy-waits on a timer whose
+callback is still running, which starved inference of the GIL). The thread ticks at the control
+rate and infers every `replan_steps` ticks; the ticks in between pass their observation to
+Policy.observe for models with a history window (Octo), which expect consecutive control steps.
+Each chunk goes to the
 joint_trajectory_controller as a JointTrajectory (stamped with the observation time, points
 already in the past dropped, velocities for cubic interpolation) and to ~/action_chunk as a
 librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
@@ -70,7 +73,8 @@ class PolicyNode(Node):
         self._state, self._message = PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded"
         self._observation_age_ms = 0.0
         self._buffer: ObservationBuffer | None = None
-        self._period = 0.1  # s between inference ticks; the replanning period once loaded
+        self._period = 0.1  # s between ticks; the control period once loaded
+        self._ticks_to_inference = 0  # ticks that only observe before the next inference
         self._reset_requested = False
         self._stop = threading.Event()
 
@@ -150,13 +154,14 @@ class PolicyNode(Node):
             decode_image=decode_image,
         )
         self._buffer.instruction = self._instruction
-        period = self._period = self.replan_steps / policy.rate_hz
+        self._period = 1.0 / policy.rate_hz
+        self._ticks_to_inference = 0
         self._latency = LatencyWindow()
         self._set_state(PolicyStatus.STATE_WAITING, "waiting for observations")
         self.get_logger().info(
             f"loaded {policy.framework} checkpoint {policy.checkpoint_id} from {path}: "
             f"chunk {policy.chunk_size} at {policy.rate_hz:g} Hz, cameras {policy.camera_names}, "
-            f"replanning every {period * 1e3:.0f} ms"
+            f"replanning every {self.replan_steps * self._period * 1e3:.0f} ms"
         )
 
     def _warm_up(self, policy) -> None:
@@ -192,7 +197,7 @@ class PolicyNode(Node):
 
     # -- inference -------------------------------------------------------------------------------
     def _inference_loop(self) -> None:
-        """Tick every `_period` s on a fixed schedule (late ticks are skipped, not bunched)."""
+        """Tick every control period on a fixed schedule (late ticks are skipped, not bunched)."""
         next_tick = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -222,6 +227,12 @@ class PolicyNode(Node):
             self._reset_requested = False
             self.policy.reset()
             self._buffer.clear()
+            self._ticks_to_inference = 0
+        if self._ticks_to_inference > 0:
+            self._ticks_to_inference -= 1
+            if self.policy.observation_history > 1:
+                self._observe()
+            return
         now_ns = self.get_clock().now().nanoseconds
         try:
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
@@ -251,9 +262,19 @@ class PolicyNode(Node):
             chunk.velocities,
         )
         self._trajectory_pub.publish(trajectory)
+        self._ticks_to_inference = self.replan_steps - 1
         self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
         self._publish_chunk(trajectory, latency_ms)
         self._set_state(PolicyStatus.STATE_RUNNING, "")
+
+    def _observe(self) -> None:
+        """A tick between two inferences: the newest observation joins the model's history window.
+        A missing or bad one is skipped here; the next inference reports it."""
+        try:
+            snapshot = self._buffer.snapshot(self.get_clock().now().nanoseconds, self.max_age_s)
+            self.policy.observe(snapshot.observation)
+        except (ObservationNotReady, ValueError):
+            pass
 
     def _publish_chunk(self, trajectory: JointTrajectory, latency_ms: float) -> None:
         msg = ActionChunk()

@@ -116,3 +116,31 @@ def test_checkpoint_parameter_is_validated_before_it_is_accepted(ros_context, ti
         assert h.policy.set_parameters([Parameter("checkpoint", value=str(tiny_checkpoint))])[0].successful
     finally:
         h.close()
+
+
+def test_between_inferences_a_history_window_model_gets_every_control_step(ros_context, spin, tmp_path):
+    """Octo with history_window 2, replanning every 2 steps: one observe() per tick without inference."""
+    from librobot_models.checkpoint import save_checkpoint
+    from librobot_models.normalization import NormStats
+    from librobot_models.registry import get_vla_config
+
+    config = get_vla_config(
+        "octo", state_dim=6, action_dim=6, chunk_size=6, camera_names=("front",), image_size=(32, 32),
+        vision_channels=(8, 16), dim=32, n_layers=1, history_window=2,
+    )
+    stats = NormStats.from_array(np.random.default_rng(0).uniform(-0.5, 0.5, size=(50, 6)))
+    metadata = {"embodiment": "so100", "joint_names": SPEC.joint_names, "camera_names": ["front"], "rate_hz": 10.0}
+    save_checkpoint(tmp_path / "octo", config.create(), config, {"state": stats, "actions": stats}, metadata)
+    h = Harness(ros_context, tmp_path / "octo", replan_steps=2)
+    calls = []
+    policy = h.policy.policy
+    observe, infer = policy.observe, policy.infer
+    policy.observe = lambda obs: calls.append("observe") or observe(obs)
+    policy.infer = lambda obs: calls.append("infer") or infer(obs)
+    try:
+        assert spin(h.executor, lambda: h.publish() or (calls.count("infer") >= 4 and len(h.trajectories) >= 3),
+                    timeout_s=30.0), calls
+        first = calls.index("infer")
+        assert calls[first:first + 7] == ["infer", "observe"] * 3 + ["infer"]
+    finally:
+        h.close()

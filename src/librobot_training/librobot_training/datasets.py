@@ -13,6 +13,11 @@ Sample i is frame t of some episode:
                                                     past the episode end
     action_is_pad   (chunk_size,) bool              True on those repeated steps
     instruction     str
+With history T > 1 (a framework that sees earlier steps: VLAConfig.observation_history) frames
+t - T + 1 .. t instead, steps before the episode start repeating its first frame:
+    images              (T, N_cam, 3, H, W) uint8
+    state               (T, state_dim) float32
+    observation_is_pad  (T,) bool           True on those repeated steps
 Values are raw (robot units, uint8 images): the trainer normalises whole batches.
 """
 
@@ -95,7 +100,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     episodes: indices into the sorted episode files (None: all), e.g. to hold some out for evaluation.
     cache_in_memory: read every episode into RAM once (for datasets that fit); otherwise each worker
-    opens files lazily and reads one frame per dataset per sample (h5py fancy indexing is slow).
+    opens files lazily and reads one slice per dataset per sample (h5py fancy indexing is slow).
+    history: observation steps per sample (see the module docstring).
     """
 
     def __init__(
@@ -105,10 +111,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         camera_names: Sequence[str] | None = None,
         episodes: Sequence[int] | None = None,
         cache_in_memory: bool = False,
+        history: int = 1,
     ) -> None:
         self.root = Path(root)
         self.info = describe_dataset(root)
         self.chunk_size = int(chunk_size)
+        if not (isinstance(history, int) and history >= 1):
+            raise ValueError(f"history = {history!r}: expected an int >= 1 (observation steps per sample)")
+        self.history = history
         self.camera_names = list(camera_names) if camera_names is not None else self.info.camera_names
         unknown = [c for c in self.camera_names if c not in self.info.camera_names]
         if unknown:
@@ -180,14 +190,26 @@ class EpisodeDataset(torch.utils.data.Dataset):
         actions = np.asarray(src["action"][t:end], dtype=np.float32)  # (end - t, action_dim), a slice read
         n_pad = self.chunk_size - (end - t)
         actions = np.concatenate([actions, np.repeat(actions[-1:], n_pad, axis=0)])  # (chunk, action_dim)
-        images = np.stack([src[f"observations/images/{c}"][t] for c in self.camera_names])  # (N, H, W, 3)
         return {
-            "images": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),  # (N, 3, H, W) uint8
-            "state": np.asarray(src["observations/qpos"][t], dtype=np.float32),  # (state_dim,)
+            **self._observation(src, t),
             "actions": actions,
             "action_is_pad": np.arange(self.chunk_size) >= end - t,  # (chunk,)
             "instruction": self.episodes[episode].instruction,
         }
+
+    def _observation(self, src: Any, t: int) -> dict[str, np.ndarray]:
+        """images and state at frame t; with history T > 1 frames t - T + 1 .. t, read as one slice."""
+        steps = np.arange(t - self.history + 1, t + 1)  # (T,) frame indices, negative before the start
+        first = max(0, int(steps[0]))
+        rows = np.maximum(steps, 0) - first  # (T,) into the slice [first, t]
+        state = np.asarray(src["observations/qpos"][first : t + 1], dtype=np.float32)[rows]  # (T, D)
+        images = np.stack(
+            [src[f"observations/images/{c}"][first : t + 1] for c in self.camera_names], axis=1
+        )[rows]  # (T, N, H, W, 3)
+        images = np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3))  # (T, N, 3, H, W) uint8
+        if self.history == 1:
+            return {"images": images[0], "state": state[0]}
+        return {"images": images, "state": state, "observation_is_pad": steps < 0}
 
     def compute_norm_stats(self) -> dict[str, NormStats]:
         """Mean/std/min/max of state and actions over every frame of these episodes."""

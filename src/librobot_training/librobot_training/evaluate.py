@@ -45,20 +45,27 @@ def rollout(
     sim.reset(seed)
     policy.reset()
     inference_ms, frames, t = [], [], 0.0
-    while True:
+
+    def observation() -> dict:
         images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
+        return {"images": images, "state": sim.read_joints().position}
+
+    while True:
+        obs = observation()
         if keep_frames:
-            frames.append(images[policy.camera_names[0]].copy())
+            frames.append(obs["images"][policy.camera_names[0]].copy())
         started = time.perf_counter()
-        chunk = policy.infer({"images": images, "state": sim.read_joints().position})["actions"]
+        chunk = policy.infer(obs)["actions"]
         inference_ms.append((time.perf_counter() - started) * 1e3)
         # chunk[0] is the target for now; the robot heads for the following ones.
-        for target in chunk[1 : replan_steps + 1]:
+        for step, target in enumerate(chunk[1 : replan_steps + 1], start=1):
             sim.track(target, period)
             t += period
             event = episodes.update(t, sim.task_success())
             if event is not None:
                 return Rollout(seed, event.success, t, inference_ms, frames)
+            if step < replan_steps and policy.observation_history > 1:
+                policy.observe(observation())  # the steps in between, for the model's history
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,6 +84,11 @@ def main(argv=None) -> int:
         policy = Policy.from_checkpoint(args.checkpoint)
     except (OSError, ValueError) as err:
         print(f"librobot-evaluate: error: {err}", file=sys.stderr)
+        return 2
+    if not 1 <= args.replan_steps < policy.chunk_size:
+        print(f"librobot-evaluate: error: --replan-steps {args.replan_steps}: expected 1 to "
+              f"{policy.chunk_size - 1} (the chunk has {policy.chunk_size} steps, the first is now)",
+              file=sys.stderr)
         return 2
     sim = SO100Sim(render_cameras=tuple(policy.camera_names))
     sim.connect()

@@ -216,12 +216,14 @@ def batches(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
 def to_model_batch(raw: dict, normalize: Normalize, device: torch.device) -> dict[str, Any]:
     """Collated dataset samples -> the model contract: float images in [0, 1], normalised state/actions."""
     batch = {
-        "images": raw["images"].to(device).float() / 255.0,  # (B, N, 3, H, W)
-        "state": raw["state"].to(device),  # (B, state_dim)
+        "images": raw["images"].to(device).float() / 255.0,  # (B, [T,] N, 3, H, W)
+        "state": raw["state"].to(device),  # (B, [T,] state_dim)
         "actions": raw["actions"].to(device),  # (B, chunk, action_dim)
         "action_is_pad": raw["action_is_pad"].to(device),  # (B, chunk)
         "instruction": list(raw["instruction"]),
     }
+    if "observation_is_pad" in raw:  # a history window (B, T)
+        batch["observation_is_pad"] = raw["observation_is_pad"].to(device)
     return normalize(batch)
 
 
@@ -279,7 +281,8 @@ def build(run: RunConfig) -> Setup:
 
     def dataset(episodes: list[int]) -> EpisodeDataset:
         return EpisodeDataset(
-            run.dataset, config.chunk_size, config.camera_names, episodes, settings.cache_dataset
+            run.dataset, config.chunk_size, config.camera_names, episodes, settings.cache_dataset,
+            history=config.observation_history,
         )
 
     train_set = dataset(train_eps)

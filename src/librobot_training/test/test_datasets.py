@@ -49,6 +49,29 @@ def test_episode_end_repeats_the_last_action_and_masks_it(dataset_dir):
     np.testing.assert_array_equal(last["action_is_pad"], [False, True, True, True, True])
 
 
+def test_history_window_reads_earlier_frames_and_pads_before_the_episode_start(dataset_dir):
+    dataset = EpisodeDataset(dataset_dir, chunk_size=4, history=3)
+    with h5py.File(dataset_dir / "episode_0001.hdf5") as f:
+        qpos, front = f["observations/qpos"][()], f["observations/images/front"][()]
+    sample = dataset[12 + 5]  # episode 1, frame 5: frames 3, 4, 5
+    assert sample["images"].shape == (3, 2, 3, 48, 64) and sample["state"].shape == (3, 4)
+    np.testing.assert_array_equal(sample["state"], qpos[3:6])
+    np.testing.assert_array_equal(sample["images"][:, 0], front[3:6].transpose(0, 3, 1, 2))
+    assert not sample["observation_is_pad"].any()
+    start = dataset[12 + 1]  # frame 1: frame -1 does not exist, the first frame stands in, masked
+    np.testing.assert_array_equal(start["observation_is_pad"], [True, False, False])
+    np.testing.assert_array_equal(start["state"], qpos[[0, 0, 1]])
+    # the current frame and the actions are those of the sample without history
+    plain = EpisodeDataset(dataset_dir, chunk_size=4)[12 + 5]
+    np.testing.assert_array_equal(sample["images"][-1], plain["images"])
+    np.testing.assert_array_equal(sample["actions"], plain["actions"])
+    assert "observation_is_pad" not in plain
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    assert batch["observation_is_pad"].shape == (2, 3) and batch["observation_is_pad"].dtype == torch.bool
+    with pytest.raises(ValueError, match="history = 0: expected an int >= 1"):
+        EpisodeDataset(dataset_dir, chunk_size=4, history=0)
+
+
 def test_cache_subset_and_pickling_give_the_same_samples(dataset_dir):
     lazy = EpisodeDataset(dataset_dir, chunk_size=4)
     cached = EpisodeDataset(dataset_dir, chunk_size=4, episodes=[1], cache_in_memory=True)

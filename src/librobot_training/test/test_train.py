@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from librobot_models.checkpoint import load_checkpoint
@@ -76,6 +77,30 @@ def test_a_vlm_framework_trains_on_the_same_loop(tmp_path, dataset_dir):
     groups = parameter_groups(policy.model, TrainSettings(lr=1e-3, lr_backbone=1e-5))
     vlm = {id(p) for n, p in policy.model.named_parameters() if n.startswith("backbone.") and p.requires_grad}
     assert vlm and {id(p) for g in groups if g["lr"] == 1e-5 for p in g["params"]} == vlm
+
+
+def test_a_history_window_trains_on_windows_and_is_served_one_observation_at_a_time(tmp_path, dataset_dir):
+    """Octo with history_window 2: the dataset gives 2-step windows, the policy remembers the step before."""
+    config = _write_config(tmp_path, dataset_dir, steps=4, batch_size=4, log_every=2)
+    model = ["model.history_window=2", "model.image_size=[32,32]", "model.vision_channels=[16,32]",
+             "model.dim=32", "model.n_layers=1", "model.chunk_size=4"]
+    assert main(["--config", str(config), "framework=octo", *model]) == 0
+
+    policy = Policy.from_checkpoint(tmp_path / "run")
+    assert policy.framework == "octo" and policy.config.observation_history == 2
+    dark, bright = ({"images": {"front": np.full((48, 64, 3), v, np.uint8)}, "state": np.zeros(5)} for v in (0, 255))
+
+    def infer(obs):
+        torch.manual_seed(0)  # the same diffusion noise every call
+        return policy.infer(obs)["actions"]
+
+    first = infer(dark)
+    after_dark = infer(dark)
+    policy.reset()
+    infer(bright)
+    after_bright = infer(dark)
+    assert first.shape == (4, 5) and np.isfinite(first).all()
+    assert not np.allclose(after_bright, after_dark)  # the step before is part of the input
 
 
 def test_same_seed_same_losses(tmp_path, dataset_dir):

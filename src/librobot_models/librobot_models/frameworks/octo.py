@@ -14,19 +14,17 @@ Robot Policy", arXiv:2405.12213). Trained from scratch; no VLM.
                 read the sequence without changing it
   head          DDPM (20 steps, cosine schedule) on the last step's readout tokens
 
-History. With history_window T > 1 a training batch carries the window (an extension of the batch
-contract):
+History. With history_window T > 1 a training batch carries the window (VLAConfig's contract with
+observation_history = T; EpisodeDataset(history=T) gives it):
     images (B, T, N_cam, 3, H, W), state (B, T, state_dim), observation_is_pad (B, T) bool, True on
     steps before the episode start (the last step, the current one, is never padded)
-At inference a batch of one observation (the usual (B, N_cam, 3, H, W)) is completed from the
-previous `sample_actions` calls, which the model remembers until `reset()` (Policy.reset calls it);
-steps before the first call are padded. Training batches of one observation with T > 1 are refused,
-since a model trained without history would meet one only at inference.
+The model itself keeps no state: at inference Policy builds the same window from the observations
+of consecutive control steps (Policy.observe / Policy.infer), so the step before is one control
+period earlier, as in training. Batches of one observation with T > 1 are refused.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,24 +102,9 @@ class OctoConfig(HeadedConfig):
         self.check("use_state", isinstance(self.use_state, bool), "true or false")
         self.check("dropout", is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
 
-    def fake_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
-        """VLAConfig's batch; with history_window T > 1 also T - 1 earlier steps (see the module
-        docstring), the first sample's padded (its episode starts now)."""
-        batch = super().fake_batch(batch_size, seed)
-        T = self.history_window
-        if T == 1:
-            return batch
-        g = torch.Generator().manual_seed(seed + 1)
-        past_images = torch.rand(batch_size, T - 1, *batch["images"].shape[1:], generator=g)
-        past_state = torch.randn(batch_size, T - 1, self.state_dim, generator=g)
-        observation_is_pad = torch.zeros(batch_size, T, dtype=torch.bool)
-        observation_is_pad[0, :-1] = True
-        return {
-            **batch,
-            "images": torch.cat([past_images, batch["images"][:, None]], dim=1),  # (B, T, N, 3, H, W)
-            "state": torch.cat([past_state, batch["state"][:, None]], dim=1),  # (B, T, state_dim)
-            "observation_is_pad": observation_is_pad,  # (B, T)
-        }
+    @property
+    def observation_history(self) -> int:
+        return self.history_window
 
     def create(self) -> Octo:
         return Octo(self)
@@ -147,7 +130,6 @@ class Octo(HeadedFramework):
         self.n_obs = int(c.use_state) + len(c.camera_names) * self.backbone.tokens_per_camera
         mask = block_causal_mask(c.max_text_tokens, self.n_obs, c.n_readouts, T)
         self.register_buffer("attn_mask", mask, persistent=False)  # (S, S)
-        self._history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=T - 1)  # earlier observations
 
     # -- inputs -------------------------------------------------------------------------------------
     def text_tokens(self, text: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,48 +144,27 @@ class Octo(HeadedFramework):
         )
         return encoded["input_ids"].to(device), encoded["attention_mask"].to(device) == 0
 
-    def observation_window(
-        self, batch: dict[str, Any], remember: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(images (B, T, N, 3, H, W), state (B, T, state_dim), observation_is_pad (B, T)).
-
-        remember: complete a single observation with the earlier ones of this episode (inference).
-        """
+    def observation_window(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images (B, T, N, 3, H, W), state (B, T, state_dim), observation_is_pad (B, T))."""
         images, state = batch["images"], batch["state"]
         T, B = self.config.history_window, images.shape[0]
-        if images.ndim == 6:
-            if images.shape[1] != T or tuple(state.shape[:2]) != (B, T):
-                raise ValueError(
-                    f"Octo with history_window = {T}: images {tuple(images.shape)} and state "
-                    f"{tuple(state.shape)}, expected (B, {T}, N_cam, 3, H, W) and (B, {T}, state_dim)"
-                )
-            observation_is_pad = batch.get("observation_is_pad")
-            if observation_is_pad is None:
-                observation_is_pad = torch.zeros(B, T, dtype=torch.bool, device=images.device)
-            return images, state, observation_is_pad
-        if images.ndim != 5:
-            raise ValueError(f"images of shape {tuple(images.shape)}: expected (B, N_cam, 3, H, W)")
-        if T == 1:
+        if images.ndim == 5 and T == 1:
             return images[:, None], state[:, None], torch.zeros(B, 1, dtype=torch.bool, device=images.device)
-        if not remember:
+        if images.ndim != 6 or images.shape[1] != T or tuple(state.shape[:2]) != (B, T):
             raise ValueError(
-                f"OctoConfig.history_window = {T} needs training batches with a history: images "
-                f"(B, {T}, N_cam, 3, H, W) and state (B, {T}, state_dim); got images {tuple(images.shape)}"
+                f"OctoConfig.history_window = {T} needs observation windows: images (B, {T}, N_cam, 3, "
+                f"H, W) and state (B, {T}, state_dim); got images {tuple(images.shape)} and state "
+                f"{tuple(state.shape)}"
             )
-        if self._history and self._history[-1][0].shape[0] != B:
-            self._history.clear()  # another batch size: another set of episodes
-        past = list(self._history)
-        missing = T - 1 - len(past)
-        window_images = [torch.zeros_like(images)] * missing + [i for i, _ in past] + [images]
-        window_state = [torch.zeros_like(state)] * missing + [s for _, s in past] + [state]
-        observation_is_pad = torch.arange(T, device=images.device)[None, :].expand(B, T) < missing  # (B, T)
-        self._history.append((images, state))
-        return torch.stack(window_images, dim=1), torch.stack(window_state, dim=1), observation_is_pad
+        observation_is_pad = batch.get("observation_is_pad")
+        if observation_is_pad is None:
+            observation_is_pad = torch.zeros(B, T, dtype=torch.bool, device=images.device)
+        return images, state, observation_is_pad
 
     # -- the transformer ----------------------------------------------------------------------------
-    def conditioning(self, batch: dict[str, Any], remember: bool = False) -> Conditioning:
+    def conditioning(self, batch: dict[str, Any]) -> Conditioning:
         """The last step's readout tokens (B, R, D) after the block-causal transformer."""
-        images, state, observation_is_pad = self.observation_window(batch, remember)
+        images, state, observation_is_pad = self.observation_window(batch)
         B, T = images.shape[:2]
         D, R = self.config.dim, self.config.n_readouts
         ids, text_pad = self.text_tokens(instructions(batch, B), images.device)  # (B, Lt), (B, Lt)
@@ -219,12 +180,3 @@ class Octo(HeadedFramework):
         padding = torch.cat([text_pad, step_pad], dim=1)  # (B, S)
         x = self.transformer(x, key_padding_mask=padding, attn_mask=self.attn_mask)  # (B, S, D)
         return Conditioning(tokens=x[:, -R:])  # the last R tokens: the current step's readouts
-
-    @torch.no_grad()
-    def sample_actions(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Chunk (B, chunk_size, action_dim); one observation per call is remembered for the window."""
-        return self.head.sample(self.conditioning(obs, remember=True), generator)
-
-    def reset(self) -> None:
-        """Forget the earlier observations (call at every episode start)."""
-        self._history.clear()
