@@ -64,6 +64,22 @@ def test_sample_shape_and_determinism_given_a_generator(name, extra):
     torch.testing.assert_close(first, again)
 
 
+@pytest.mark.parametrize("tokenizer", ["uniform", "fast"])
+def test_cached_greedy_decoding_picks_the_argmax_of_the_full_prefix_pass(tokenizer):
+    """Every token the KV-cached decoder emits is the greedy choice of an uncached pass over its prefix."""
+    head = make_head("autoregressive", tokenizer=tokenizer).eval()
+    cond = make_cond()
+    actions = head.sample(cond)  # (B, k, A)
+    tokens = []
+    with torch.no_grad():
+        memory, padding = head._memory(cond)
+        prefix = torch.full((2, 1), head.bos)
+        for _ in range(head.seq_len):
+            nxt = head._logits(prefix, memory, padding)[:, -1].argmax(-1, keepdim=True)
+            prefix = torch.cat([prefix, nxt], dim=1)
+    torch.testing.assert_close(actions, head.tokenizer.decode(prefix[:, 1:]))
+
+
 @pytest.mark.parametrize("name", ["ddpm", "edm", "ot_cfm", "autoregressive"])
 def test_padded_steps_do_not_change_the_loss(name):
     head = make_head(name)

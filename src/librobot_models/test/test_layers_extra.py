@@ -15,6 +15,7 @@ from librobot_models.layers import (
     CrossAttentionFusion,
     FiLM,
     GeGLU,
+    KVCache,
     LSTMHistoryEncoder,
     MLPStateEncoder,
     SwiGLU,
@@ -292,3 +293,29 @@ def test_bidirectional_history_encoder_sees_the_future_and_checks_length():
     assert not torch.allclose(encoder(history)[:, 0], encoder(changed)[:, 0])
     with pytest.raises(ValueError, match="history of 9 steps is longer than max_len 8"):
         encoder(torch.randn(1, 9, 5))
+
+
+@pytest.mark.parametrize(
+    "attention",
+    [AttentionConfig(), AttentionConfig(position="rope"), AttentionConfig(position="alibi"), AttentionConfig(window=3)],
+    ids=["standard", "rope", "alibi", "window"],
+)
+def test_incremental_decoding_with_a_kv_cache_equals_the_full_causal_pass(attention):
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(2, 16, 4, 32, dropout=0.0, pre_norm=True, attention=attention).eval()
+    x, memory = torch.randn(2, 7, 16), torch.randn(2, 5, 16)
+    memory_pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    full = decoder(x, memory, memory_key_padding_mask=memory_pad, is_causal=True)  # (2, 7, 16)
+    cache = decoder.new_cache()
+    pieces = [x[:, :3], x[:, 3:4], x[:, 4:5], x[:, 5:]]  # a prompt, then one token at a time, then two
+    steps = [decoder(p, memory, memory_key_padding_mask=memory_pad, is_causal=True, cache=cache) for p in pieces]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+    self_cache, cross_cache = cache[0]
+    assert self_cache.length == 7 and cross_cache.length == 5  # the memory's keys, computed once
+
+
+def test_a_cache_is_refused_with_block_wise_attention():
+    attn = Attention(16, 4, config=AttentionConfig(block_size=4))
+    x = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="cannot be combined with block-wise attention"):
+        attn(x, x, x, cache=KVCache())

@@ -1,6 +1,6 @@
 """Shared building blocks, written once and composed by the frameworks and the action heads."""
 
-from librobot_models.layers.attention import Attention, AttentionConfig, attention_mask
+from librobot_models.layers.attention import Attention, AttentionConfig, KVCache, attention_mask
 from librobot_models.layers.encoders import (
     LSTMHistoryEncoder,
     MLPStateEncoder,
@@ -38,6 +38,7 @@ __all__ = [
     "GatedLinear",
     "GeGLU",
     "ImageTokenizer",
+    "KVCache",
     "LSTMHistoryEncoder",
     "MLPStateEncoder",
     "Sublayer",

@@ -8,6 +8,8 @@
     AttentionConfig(position="rope" | "alibi")            rotary embeddings / linear distance biases
     attn(q, k, v, attn_mask=allowed)                      any other pattern (e.g. Octo's block-causal
                                                           mask): (Sq, Sk) or (B, Sq, Sk) bool per call
+    attn(x, x, x, is_causal=True, cache=KVCache())        incremental decoding: keys and values of
+                                                          earlier calls are kept, new queries follow them
 
 Options combine: a causal call with window=w sees the query and the w-1 keys before it; block_size with
 a window applies both. Positions are 0..S-1 along queries and along keys. Every option reduces to a mask
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,24 @@ class AttentionConfig(Config):
         self.check("rope_base", is_number(self.rope_base) and self.rope_base > 1, "a number > 1")
 
 
+@dataclass
+class KVCache:
+    """Keys and values (B, h, S, d) of earlier calls of one attention layer, for incremental decoding.
+
+    Self-attention (static=False): each call appends its keys and values, and its queries take the
+    positions after those already cached (for causality, RoPE and ALiBi). Cross-attention
+    (static=True): the first call's keys and values of the memory are reused by every later call.
+    """
+
+    static: bool = False
+    k: torch.Tensor | None = field(default=None, repr=False)
+    v: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
 def attention_mask(
     q_len: int,
     k_len: int,
@@ -67,11 +87,13 @@ def attention_mask(
     window: int | None = None,
     block_size: int | None = None,
     device: torch.device | None = None,
+    q_offset: int = 0,
 ) -> torch.Tensor | None:
-    """(q_len, k_len) bool, True where query i may attend key j; None when everything is allowed."""
+    """(q_len, k_len) bool, True where query i (at position q_offset + i) may attend key j; None
+    when everything is allowed."""
     if not (causal or window or block_size):
         return None
-    i = torch.arange(q_len, device=device)[:, None]  # (Sq, 1)
+    i = q_offset + torch.arange(q_len, device=device)[:, None]  # (Sq, 1)
     j = torch.arange(k_len, device=device)[None, :]  # (1, Sk)
     allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
     if causal:
@@ -124,25 +146,36 @@ class Attention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """key_padding_mask: (B, Sk) bool, True where a key must be ignored. is_causal: key j is
         visible to query i only when j <= i. attn_mask: (Sq, Sk) or (B, Sq, Sk) bool, True where
-        query i may attend key j; combined (and) with every other mask. Not with block_size."""
+        query i may attend key j; combined (and) with every other mask. Not with block_size.
+        cache: see KVCache; masks then cover every key, cached ones included."""
         B, Sq, D = query.shape
-        Sk = key.shape[1]
         h = self.n_heads
+        offset = cache.length if cache is not None and not cache.static else 0  # position of query 0
         q = self.q_proj(query).view(B, Sq, h, D // h).transpose(1, 2)  # (B, h, Sq, D/h)
-        k = self.k_proj(key).view(B, Sk, h, D // h).transpose(1, 2)  # (B, h, Sk, D/h)
-        v = self.v_proj(value).view(B, Sk, h, D // h).transpose(1, 2)  # (B, h, Sk, D/h)
         if self.config.position == "rope":
-            q = apply_rotary(q, torch.arange(Sq, device=q.device), self.config.rope_base)
-            k = apply_rotary(k, torch.arange(Sk, device=k.device), self.config.rope_base)
+            q = apply_rotary(q, offset + torch.arange(Sq, device=q.device), self.config.rope_base)
+        if cache is not None and cache.static and cache.k is not None:
+            k, v = cache.k, cache.v  # the memory's, from the first call
+        else:
+            Sk = key.shape[1]
+            k = self.k_proj(key).view(B, Sk, h, D // h).transpose(1, 2)  # (B, h, Sk, D/h)
+            v = self.v_proj(value).view(B, Sk, h, D // h).transpose(1, 2)  # (B, h, Sk, D/h)
+            if self.config.position == "rope":
+                k = apply_rotary(k, offset + torch.arange(Sk, device=k.device), self.config.rope_base)
+            if cache is not None:
+                if cache.k is not None:
+                    k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)  # (B, h, S+Sk, D/h)
+                cache.k, cache.v = k, v
         if self.config.block_size:
-            if attn_mask is not None:
-                raise ValueError("attn_mask cannot be combined with block-wise attention (block_size)")
+            if attn_mask is not None or cache is not None:
+                raise ValueError("attn_mask and cache cannot be combined with block-wise attention (block_size)")
             out = self._blockwise(q, k, v, key_padding_mask, is_causal)  # (B, h, Sq, D/h)
         else:
-            out = self._attend(q, k, v, key_padding_mask, is_causal, attn_mask)  # (B, h, Sq, D/h)
+            out = self._attend(q, k, v, key_padding_mask, is_causal, attn_mask, offset)  # (B, h, Sq, D/h)
         return self.out_proj(out.transpose(1, 2).reshape(B, Sq, D))
 
     def _attend(
@@ -153,11 +186,13 @@ class Attention(nn.Module):
         key_padding_mask: torch.Tensor | None,
         is_causal: bool,
         attn_mask: torch.Tensor | None = None,
+        q_offset: int = 0,
     ) -> torch.Tensor:
-        """SDPA over (B, h, Sq, d) queries and (B, h, Sk, d) keys/values with every configured mask."""
+        """SDPA over (B, h, Sq, d) queries (positions q_offset ..) and (B, h, Sk, d) keys/values
+        (positions 0 ..) with every configured mask."""
         Sq, Sk = q.shape[2], k.shape[2]
         c = self.config
-        mask = attention_mask(Sq, Sk, is_causal, c.window, device=q.device)  # (Sq, Sk) | None
+        mask = attention_mask(Sq, Sk, is_causal, c.window, device=q.device, q_offset=q_offset)  # (Sq, Sk) | None
         if mask is None and key_padding_mask is None and attn_mask is None and c.position != "alibi":
             return self._sdpa(q, k, v, None, is_causal)  # lets SDPA use its own causal kernels
         if mask is not None:
@@ -176,7 +211,7 @@ class Attention(nn.Module):
             # later layers spread through their values; let it see every key instead (its output is unused).
             mask = mask | ~mask.any(dim=-1, keepdim=True)
         if c.position == "alibi":
-            positions_q = torch.arange(Sq, device=q.device)
+            positions_q = q_offset + torch.arange(Sq, device=q.device)
             positions_k = torch.arange(Sk, device=q.device)
             bias = alibi_bias(self.alibi_slopes, positions_q, positions_k).to(q.dtype)[None]  # (1, h, Sq, Sk)
             mask = bias if mask is None else bias.masked_fill(~mask, -math.inf)  # float: added to scores

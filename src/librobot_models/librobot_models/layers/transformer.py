@@ -10,6 +10,8 @@ original Transformer, DETR and ACT); pre-norm stacks end with a final norm. `nor
 normalisation ("layer", "rms", "group"; see layers.norms) and `attention` (an AttentionConfig)
 selects the self-attention variant: flash backend, sliding window, block-wise, RoPE or ALiBi.
 Cross-attention keeps only the backend: queries and memory have no shared positions.
+A decoder decodes incrementally with `cache = decoder.new_cache()`: each call then passes only the
+new tokens (and their positions), and attends to those of the earlier calls (layers.attention.KVCache).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from librobot_models.layers.attention import Attention, AttentionConfig
+from librobot_models.layers.attention import Attention, AttentionConfig, KVCache
 from librobot_models.layers.mlp import MLP
 from librobot_models.layers.norms import norm as make_norm
 
@@ -115,10 +117,14 @@ class TransformerDecoderLayer(nn.Module):
         memory_pos: torch.Tensor | None = None,
         memory_key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        cache: tuple[KVCache, KVCache] | None = None,
     ) -> torch.Tensor:
+        """cache: (self-attention, cross-attention) KVCache of this layer, for incremental decoding."""
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+
         def self_attend(y: torch.Tensor) -> torch.Tensor:
             qk = _with_pos(y, pos)
-            return self.self_attn(qk, qk, y, is_causal=is_causal)
+            return self.self_attn(qk, qk, y, is_causal=is_causal, cache=self_cache)
 
         def cross_attend(y: torch.Tensor) -> torch.Tensor:
             return self.cross_attn(
@@ -126,6 +132,7 @@ class TransformerDecoderLayer(nn.Module):
                 _with_pos(memory, memory_pos),
                 memory,
                 key_padding_mask=memory_key_padding_mask,
+                cache=cross_cache,
             )
 
         x = self.self_attn_block(x, self_attend)
@@ -190,7 +197,15 @@ class TransformerDecoder(_LayerStack):
         memory_pos: torch.Tensor | None = None,
         memory_key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
     ) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, memory, pos, memory_pos, memory_key_padding_mask, is_causal)
+        """cache: from new_cache(), for incremental decoding: x holds only the tokens after those of
+        the earlier calls with this cache."""
+        caches = cache if cache is not None else [None] * len(self.layers)
+        for layer, layer_cache in zip(self.layers, caches):
+            x = layer(x, memory, pos, memory_pos, memory_key_padding_mask, is_causal, layer_cache)
         return self.norm(x)
+
+    def new_cache(self) -> list[tuple[KVCache, KVCache]]:
+        """An empty (self-attention, cross-attention) cache per layer."""
+        return [(KVCache(), KVCache(static=True)) for _ in self.layers]
