@@ -36,6 +36,7 @@ lazily, on the first lookup; a plugin that fails to load is reported as a warnin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import importlib
 import types
@@ -235,7 +236,20 @@ def get_vla_config(name: str, **overrides: Any) -> VLAConfig:
 
 
 def create_vla(name_or_config: str | VLAConfig, **overrides: Any) -> torch.nn.Module:
-    """Build a framework's module from its name or from a config, with optional field overrides."""
+    """Build a framework's module from its name or from a config, with optional field overrides.
+
+    `vlm` may be a VLM already built (create_vlm("qwen2-vl-2b", pretrained=...)): the framework then
+    uses that module, and its config records the variant (vlm, vlm_tiny, vlm_dtype) to rebuild it."""
+    vlm = overrides.get("vlm")
+    if isinstance(vlm, torch.nn.Module):
+        from librobot_models.backbones import variant_of  # the backbones package imports this module
+
+        name, tiny = variant_of(vlm)
+        overrides = {**overrides, "vlm": name, "vlm_tiny": tiny, "vlm_dtype": vlm.config.dtype}
+        base = name_or_config if isinstance(name_or_config, VLAConfig) else get_vla_config(name_or_config)
+        if "vlm" not in {f.name for f in dataclasses.fields(base)}:
+            raise ValueError(f"framework {base.framework!r} has no VLM: vlm = {type(vlm).__name__} is not for it")
+        return base.replace(**overrides).create(vlm_pretrained=vlm)
     if isinstance(name_or_config, VLAConfig):
         config = name_or_config.replace(**overrides) if overrides else name_or_config
     else:

@@ -130,6 +130,26 @@ def test_checkpoint_round_trip_and_policy(name, vlm, tmp_path, norm_stats):
         assert out["actions"].dtype == np.float32 and np.isfinite(out["actions"]).all()
 
 
+def test_a_framework_built_around_a_vlm_module_records_its_variant(tmp_path, norm_stats):
+    torch.manual_seed(0)
+    vlm = create_vlm("qwen2-vl-2b", tiny=True)
+    model = create_vla("groot", vlm=vlm, **SHAPES).eval()
+    assert model.backbone is vlm
+    assert (model.config.vlm, model.config.vlm_tiny, model.config.vlm_dtype) == ("qwen2-vl-2b", True, "float32")
+    save_checkpoint(tmp_path / "ckpt", model, model.config, norm_stats, {})
+    loaded = load_checkpoint(tmp_path / "ckpt")[0]
+    obs = model.config.fake_batch(2, seed=1)
+    torch.testing.assert_close(sample(loaded, obs), sample(model, obs), rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match="matches no registered VLM variant"):
+        create_vla("groot", vlm=create_vlm("qwen2-vl-2b", tiny=True, max_text_tokens=7))
+    with pytest.raises(ValueError, match="framework 'act' has no VLM"):
+        create_vla("act", vlm=vlm)
+    config = small_config("pi0", vlm="qwen2-vl-2b").replace(vlm_tiny=False)
+    with pytest.raises(ValueError, match="the VLM passed is .*'qwen2-vl-2b', True.*but Pi0Config has .*False"):
+        config.create(vlm_pretrained=vlm)
+
+
 def test_unknown_framework_names_the_closest_match():
     with pytest.raises(ValueError, match="unknown framework 'octoo'. Did you mean 'octo'\\?"):
         create_vla("octoo")

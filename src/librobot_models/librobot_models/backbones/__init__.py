@@ -74,6 +74,21 @@ def create_vlm(
     return get_vlm_config(name, tiny=tiny, **overrides).create()
 
 
+def variant_of(vlm: VLMBackbone) -> tuple[str, bool]:
+    """(name, tiny) of the registered variant `vlm` was built as (create_vlm(name, tiny=...) or
+    create_vlm(name, pretrained=...)), its parameter dtype aside; a ValueError when none matches."""
+    config = vlm.config.replace(dtype="float32")
+    for name in list_vlms():
+        for tiny in (False, True):
+            if get_vlm_config(name, tiny=tiny) == config:
+                return name, tiny
+    raise ValueError(
+        f"the {type(vlm).__name__} passed as vlm matches no registered VLM variant (tiny or full size, "
+        f"with default wrapper fields): a framework records its VLM by variant name, so build it with "
+        f"create_vlm(<one of {list_vlms()}>) or register its config with @register_vlm"
+    )
+
+
 def list_vlms() -> list[str]:
     """Registered VLM variant names (aliases not included)."""
     return VLMS.names()
@@ -99,5 +114,6 @@ __all__ = [
     "create_vlm",
     "get_vlm_config",
     "list_vlms",
+    "variant_of",
     "register_vlm",
 ]

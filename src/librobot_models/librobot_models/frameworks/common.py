@@ -10,9 +10,10 @@ framework's shapes, the VLM fields and how the VLM is built, and how an observat
                         runs it on every camera image and the instruction
     check_positive_ints, check_vision_channels   validation shared by several configs
 
-Pretrained VLM weights are an argument of `create` (`config.create(vlm_pretrained="/models/paligemma")`),
-never a path in the config, so a saved config carries no I/O: a checkpoint holds every weight, VLM
-included, and loads with `config.create()` alone. `vlm_tiny` must be false to load pretrained weights.
+Pretrained VLM weights are an argument of `create` (`config.create(vlm_pretrained="/models/paligemma")`,
+or a VLM already built with create_vlm), never a path in the config, so a saved config carries no
+I/O: a checkpoint holds every weight, VLM included, and loads with `config.create()` alone.
+`vlm_tiny` must be false to load pretrained weights.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from librobot_models.adapters import apply_lora
-from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vlm_config
+from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vlm_config, variant_of
 from librobot_models.backbones.base import DTYPES
 from librobot_models.config import VLAConfig, is_int
 from librobot_models.heads import ActionHead, Conditioning
@@ -111,17 +112,27 @@ class VLMFrameworkConfig(HeadedConfig):
 
 
 def build_vlm(
-    config: VLMFrameworkConfig, pretrained: str | Path | None = None, tokenizer: Any = None
+    config: VLMFrameworkConfig, pretrained: str | Path | VLMBackbone | None = None, tokenizer: Any = None
 ) -> VLMBackbone:
-    """The framework's VLM: random (tiny or full size) or loaded from directory `pretrained`; then
-    frozen, LoRA-adapted or left fully trainable as configured. Modules `encode` never runs (an
-    untied LM head, ...) are frozen in every case."""
-    if pretrained is not None and config.vlm_tiny:
+    """The framework's VLM: random (tiny or full size), loaded from directory `pretrained`, or
+    `pretrained` itself when it is a VLMBackbone of the configured variant; then frozen,
+    LoRA-adapted or left fully trainable as configured. Modules `encode` never runs (an untied LM
+    head, ...) are frozen in every case."""
+    if isinstance(pretrained, VLMBackbone):
+        vlm = pretrained
+        built_as = (*variant_of(vlm), vlm.config.dtype)
+        expected = (VLMS.canonical(config.vlm), config.vlm_tiny, config.vlm_dtype)
+        if built_as != expected:
+            raise ValueError(
+                f"the VLM passed is (variant, tiny, dtype) = {built_as}, but {type(config).__name__} "
+                f"has {expected}"
+            )
+    elif pretrained is not None and config.vlm_tiny:
         raise ValueError(
             f"{type(config).__name__}.vlm_tiny = True builds a random tiny VLM: set vlm_tiny to false "
             f"to load pretrained weights from {pretrained}"
         )
-    if pretrained is not None:
+    elif pretrained is not None:
         vlm = create_vlm(config.vlm, pretrained=pretrained, dtype=config.vlm_dtype)
     else:
         vlm = get_vlm_config(config.vlm, tiny=config.vlm_tiny, dtype=config.vlm_dtype).create(tokenizer=tokenizer)
