@@ -70,7 +70,6 @@ def test_cached_greedy_decoding_picks_the_argmax_of_the_full_prefix_pass(tokeniz
     head = make_head("autoregressive", tokenizer=tokenizer).eval()
     cond = make_cond()
     actions = head.sample(cond)  # (B, k, A)
-    tokens = []
     with torch.no_grad():
         memory, padding = head._memory(cond)
         prefix = torch.full((2, 1), head.bos)

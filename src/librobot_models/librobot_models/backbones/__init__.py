@@ -114,6 +114,6 @@ __all__ = [
     "create_vlm",
     "get_vlm_config",
     "list_vlms",
-    "variant_of",
     "register_vlm",
+    "variant_of",
 ]

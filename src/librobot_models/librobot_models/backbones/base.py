@@ -214,6 +214,35 @@ class DecoderVLMConfig(VLMConfig):
         """Tiny vision-tower sizes shared by the families (the patch size stays)."""
         return dict(vision_hidden_size=64, vision_layers=2, vision_heads=2, vision_intermediate_size=128)
 
+    def hf_text_config(self, special_ids: Mapping[str, int], **fields: Any) -> dict[str, Any]:
+        """The language model's fields of a transformers `text_config` (the inverse of
+        decoder_architecture); `fields` add the family's own or replace these. A family without a
+        bos token (Qwen) starts sequences with its pad token, as the published configs do."""
+        return {
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "vocab_size": self.vocab_size,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "pad_token_id": special_ids["pad"],
+            "bos_token_id": special_ids.get("bos", special_ids["pad"]),
+            "eos_token_id": special_ids["eos"],
+            **fields,
+        }
+
+    def hf_vit_config(self, **fields: Any) -> dict[str, Any]:
+        """The fields of a standard ViT `vision_config` (SigLIP, CLIP, InternViT; the inverse of
+        vit_architecture); `fields` add the family's own."""
+        return {
+            "hidden_size": self.vision_hidden_size,
+            "intermediate_size": self.vision_intermediate_size,
+            "num_hidden_layers": self.vision_layers,
+            "num_attention_heads": self.vision_heads,
+            **fields,
+        }
+
 
 class VLMBackbone(nn.Module):
     """`encode(images, text) -> VLMOutput` over a transformers VLM; see the module docstring.
@@ -433,8 +462,9 @@ class VLMBackbone(nn.Module):
     def model_inputs(
         self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor
     ) -> dict[str, Any]:
-        """Keyword arguments of the base model for ids (B, L), mask (B, L) and pixels (B * N, 3, h, w)."""
-        raise NotImplementedError
+        """Keyword arguments of the base model for ids (B, L), mask (B, L) and pixels (B * N, 3, h, w);
+        these three suit most families."""
+        return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
 
 
 def decoder_architecture(hf_config: PretrainedConfig) -> dict[str, Any]:
@@ -450,6 +480,16 @@ def decoder_architecture(hf_config: PretrainedConfig) -> dict[str, Any]:
         vocab_size=text.vocab_size,
         tie_word_embeddings=bool(hf_config.tie_word_embeddings),
         rope_theta=float(text.rope_parameters["rope_theta"]),
+    )
+
+
+def vit_architecture(vision: PretrainedConfig) -> dict[str, Any]:
+    """The vision-tower fields of a standard ViT config (SigLIP, CLIP, InternViT)."""
+    return dict(
+        vision_hidden_size=vision.hidden_size,
+        vision_layers=vision.num_hidden_layers,
+        vision_heads=vision.num_attention_heads,
+        vision_intermediate_size=vision.intermediate_size,
     )
 
 

@@ -163,11 +163,6 @@ class Florence2Backbone(VLMBackbone):
             )
         return ids
 
-    def model_inputs(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor
-    ) -> dict[str, Any]:
-        return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
-
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.model(**inputs).encoder_last_hidden_state
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from transformers import InternVLConfig as HFInternVLConfig
 from transformers import PretrainedConfig
 
@@ -30,6 +29,7 @@ from librobot_models.backbones.base import (
     DecoderVLMConfig,
     VLMBackbone,
     decoder_architecture,
+    vit_architecture,
 )
 from librobot_models.backbones.tokenizer import token_id
 from librobot_models.config import is_number
@@ -77,29 +77,16 @@ class InternVL2Config(DecoderVLMConfig):
 
     def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
         return HFInternVLConfig(
-            vision_config=dict(
-                hidden_size=self.vision_hidden_size,
-                intermediate_size=self.vision_intermediate_size,
-                num_hidden_layers=self.vision_layers,
-                num_attention_heads=self.vision_heads,
+            vision_config=self.hf_vit_config(
                 attention_bias=True,
                 image_size=list(self.image_size),
                 patch_size=[self.patch_size, self.patch_size],
             ),
-            text_config=dict(
+            text_config=self.hf_text_config(
+                special_ids,
                 model_type="llama",
-                hidden_size=self.hidden_size,
-                intermediate_size=self.intermediate_size,
-                num_hidden_layers=self.num_layers,
-                num_attention_heads=self.num_heads,
-                num_key_value_heads=self.num_kv_heads,
-                vocab_size=self.vocab_size,
                 max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
                 tie_word_embeddings=self.tie_word_embeddings,
-                pad_token_id=special_ids["pad"],
-                bos_token_id=special_ids["bos"],
-                eos_token_id=special_ids["eos"],
             ),
             image_token_id=special_ids["image"],
             image_seq_length=self.tokens_per_image(),
@@ -115,10 +102,7 @@ class InternVL2Config(DecoderVLMConfig):
         vision = hf_config.vision_config
         return dict(
             **decoder_architecture(hf_config),
-            vision_hidden_size=vision.hidden_size,
-            vision_layers=vision.num_hidden_layers,
-            vision_heads=vision.num_attention_heads,
-            vision_intermediate_size=vision.intermediate_size,
+            **vit_architecture(vision),
             patch_size=vision.patch_size[0],
             image_size=tuple(vision.image_size),
             downsample_ratio=float(hf_config.downsample_ratio),
@@ -147,13 +131,12 @@ class InternVL2Backbone(VLMBackbone):
         image = [self.start_id] + [self.image_id] * self.image_tokens_per_image() + [self.end_id]
         return image * num_images + list(text_ids)
 
-    def model_inputs(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor
-    ) -> dict[str, Any]:
-        return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
-
 
 # -- variants: architecture of the published checkpoints (OpenGVLab/InternVL2-2B, -8B) -------------------
+INTERN_VIT_300M = dict(
+    vision_hidden_size=1024, vision_layers=24, vision_heads=16, vision_intermediate_size=4096, patch_size=14
+)
+
 @register_vlm("internvl2-2b", aliases=("internvl2", "internvl"))
 def internvl2_2b() -> InternVL2Config:
     """InternVL2-2B: 2.21 B parameters (InternViT-300M, InternLM2-1.8B)."""
@@ -166,11 +149,7 @@ def internvl2_2b() -> InternVL2Config:
         vocab_size=92553,
         tie_word_embeddings=False,
         rope_theta=1e6,
-        vision_hidden_size=1024,
-        vision_layers=24,
-        vision_heads=16,
-        vision_intermediate_size=4096,
-        patch_size=14,
+        **INTERN_VIT_300M,
     )
 
 
@@ -186,9 +165,5 @@ def internvl2_8b() -> InternVL2Config:
         vocab_size=92553,
         tie_word_embeddings=False,
         rope_theta=1e6,
-        vision_hidden_size=1024,
-        vision_layers=24,
-        vision_heads=16,
-        vision_intermediate_size=4096,
-        patch_size=14,
+        **INTERN_VIT_300M,
     )

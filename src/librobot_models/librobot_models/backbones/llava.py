@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from transformers import LlavaConfig as HFLlavaConfig
 from transformers import PretrainedConfig
 
@@ -22,6 +21,7 @@ from librobot_models.backbones.base import (
     DecoderVLMConfig,
     VLMBackbone,
     decoder_architecture,
+    vit_architecture,
 )
 from librobot_models.registry import register_vlm
 
@@ -58,29 +58,10 @@ class LlavaConfig(DecoderVLMConfig):
 
     def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
         return HFLlavaConfig(
-            vision_config=dict(
-                model_type="clip_vision_model",
-                hidden_size=self.vision_hidden_size,
-                intermediate_size=self.vision_intermediate_size,
-                num_hidden_layers=self.vision_layers,
-                num_attention_heads=self.vision_heads,
-                patch_size=self.patch_size,
-                image_size=self.image_size[0],
+            vision_config=self.hf_vit_config(
+                model_type="clip_vision_model", patch_size=self.patch_size, image_size=self.image_size[0]
             ),
-            text_config=dict(
-                model_type="llama",
-                hidden_size=self.hidden_size,
-                intermediate_size=self.intermediate_size,
-                num_hidden_layers=self.num_layers,
-                num_attention_heads=self.num_heads,
-                num_key_value_heads=self.num_kv_heads,
-                vocab_size=self.vocab_size,
-                max_position_embeddings=4096,
-                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
-                pad_token_id=special_ids["pad"],
-                bos_token_id=special_ids["bos"],
-                eos_token_id=special_ids["eos"],
-            ),
+            text_config=self.hf_text_config(special_ids, model_type="llama", max_position_embeddings=4096),
             image_token_index=special_ids["image"],
             image_seq_length=(self.image_size[0] // self.patch_size) ** 2,
             vision_feature_layer=self.vision_feature_layer,
@@ -93,10 +74,7 @@ class LlavaConfig(DecoderVLMConfig):
         vision = hf_config.vision_config
         return dict(
             **decoder_architecture(hf_config),
-            vision_hidden_size=vision.hidden_size,
-            vision_layers=vision.num_hidden_layers,
-            vision_heads=vision.num_attention_heads,
-            vision_intermediate_size=vision.intermediate_size,
+            **vit_architecture(vision),
             patch_size=vision.patch_size,
             image_size=(vision.image_size, vision.image_size),
             vision_feature_layer=hf_config.vision_feature_layer,
@@ -123,11 +101,6 @@ class LlavaBackbone(VLMBackbone):
     def prompt_ids(self, text_ids: list[int], num_images: int) -> list[int]:
         return [self.bos_id] + [self.image_id] * (self.image_tokens_per_image() * num_images) + list(text_ids)
 
-    def model_inputs(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor
-    ) -> dict[str, Any]:
-        return dict(input_ids=input_ids, attention_mask=mask.long(), pixel_values=pixels)
-
     def unused_modules(self) -> list[str]:
         """Also the CLIP layers after `vision_feature_layer` and CLIP's post-norm (of its pooled output)."""
         first_unused = self.config.vision_layers + self.config.vision_feature_layer + 1
@@ -137,6 +110,10 @@ class LlavaBackbone(VLMBackbone):
 
 
 # -- variants: architecture of the published checkpoints (llava-hf/llava-1.5-7b-hf, -13b-hf) ------------
+CLIP_VIT_L14 = dict(
+    vision_hidden_size=1024, vision_layers=24, vision_heads=16, vision_intermediate_size=4096, patch_size=14
+)
+
 @register_vlm("llava-1.5-7b", aliases=("llava-7b", "llava", "llava-1.5"))
 def llava_15_7b() -> LlavaConfig:
     """LLaVA-1.5-7B: 7.06 B parameters (CLIP ViT-L/14-336 304 M, Vicuna-7B 6.7 B, MLP projector 21 M)."""
@@ -149,11 +126,7 @@ def llava_15_7b() -> LlavaConfig:
         vocab_size=32064,
         tie_word_embeddings=False,
         rope_theta=10000.0,
-        vision_hidden_size=1024,
-        vision_layers=24,
-        vision_heads=16,
-        vision_intermediate_size=4096,
-        patch_size=14,
+        **CLIP_VIT_L14,
     )
 
 
@@ -169,9 +142,5 @@ def llava_15_13b() -> LlavaConfig:
         vocab_size=32064,
         tie_word_embeddings=False,
         rope_theta=10000.0,
-        vision_hidden_size=1024,
-        vision_layers=24,
-        vision_heads=16,
-        vision_intermediate_size=4096,
-        patch_size=14,
+        **CLIP_VIT_L14,
     )

@@ -18,7 +18,13 @@ import torch
 from transformers import PaliGemmaConfig as HFPaliGemmaConfig
 from transformers import PretrainedConfig
 
-from librobot_models.backbones.base import HALF, DecoderVLMConfig, VLMBackbone, decoder_architecture
+from librobot_models.backbones.base import (
+    HALF,
+    DecoderVLMConfig,
+    VLMBackbone,
+    decoder_architecture,
+    vit_architecture,
+)
 from librobot_models.registry import register_vlm
 
 
@@ -50,30 +56,13 @@ class PaliGemmaConfig(DecoderVLMConfig):
 
     def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
         return HFPaliGemmaConfig(
-            vision_config=dict(
+            vision_config=self.hf_vit_config(
                 model_type="siglip_vision_model",
-                hidden_size=self.vision_hidden_size,
-                intermediate_size=self.vision_intermediate_size,
-                num_hidden_layers=self.vision_layers,
-                num_attention_heads=self.vision_heads,
                 patch_size=self.patch_size,
                 image_size=self.image_size[0],
                 vision_use_head=False,
             ),
-            text_config=dict(
-                model_type="gemma",
-                hidden_size=self.hidden_size,
-                intermediate_size=self.intermediate_size,
-                num_hidden_layers=self.num_layers,
-                num_attention_heads=self.num_heads,
-                num_key_value_heads=self.num_kv_heads,
-                head_dim=self.head_dim,
-                vocab_size=self.vocab_size,
-                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
-                pad_token_id=special_ids["pad"],
-                bos_token_id=special_ids["bos"],
-                eos_token_id=special_ids["eos"],
-            ),
+            text_config=self.hf_text_config(special_ids, model_type="gemma", head_dim=self.head_dim),
             projection_dim=self.hidden_size,
             hidden_size=self.hidden_size,
             vocab_size=self.vocab_size,
@@ -87,10 +76,7 @@ class PaliGemmaConfig(DecoderVLMConfig):
         return dict(
             **decoder_architecture(hf_config),
             head_dim=text.head_dim,
-            vision_hidden_size=vision.hidden_size,
-            vision_layers=vision.num_hidden_layers,
-            vision_heads=vision.num_attention_heads,
-            vision_intermediate_size=vision.intermediate_size,
+            **vit_architecture(vision),
             patch_size=vision.patch_size,
             image_size=(vision.image_size, vision.image_size),
         )

@@ -117,18 +117,8 @@ class Qwen2VLConfig(QwenVLConfig):
 
     def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
         return HFQwen2VLConfig(
-            text_config=dict(
-                hidden_size=self.hidden_size,
-                intermediate_size=self.intermediate_size,
-                num_hidden_layers=self.num_layers,
-                num_attention_heads=self.num_heads,
-                num_key_value_heads=self.num_kv_heads,
-                vocab_size=self.vocab_size,
-                rms_norm_eps=1e-6,
-                rope_parameters=_rope(self.rope_theta, self.mrope_section),
-                bos_token_id=special_ids["pad"],
-                eos_token_id=special_ids["eos"],
-                pad_token_id=special_ids["pad"],
+            text_config=self.hf_text_config(
+                special_ids, rms_norm_eps=1e-6, rope_parameters=_rope(self.rope_theta, self.mrope_section)
             ),
             vision_config=dict(
                 depth=self.vision_layers,
@@ -198,19 +188,11 @@ class Qwen3VLConfig(QwenVLConfig):
 
     def to_hf(self, special_ids: dict[str, int]) -> PretrainedConfig:
         return HFQwen3VLConfig(
-            text_config=dict(
-                hidden_size=self.hidden_size,
-                intermediate_size=self.intermediate_size,
-                num_hidden_layers=self.num_layers,
-                num_attention_heads=self.num_heads,
-                num_key_value_heads=self.num_kv_heads,
+            text_config=self.hf_text_config(
+                special_ids,
                 head_dim=self.head_dim,
-                vocab_size=self.vocab_size,
                 max_position_embeddings=262144,
                 rope_parameters=_rope(self.rope_theta, self.mrope_section),
-                bos_token_id=special_ids["pad"],
-                eos_token_id=special_ids["eos"],
-                pad_token_id=special_ids["pad"],
             ),
             vision_config=dict(
                 depth=self.vision_layers,
@@ -310,6 +292,10 @@ class QwenVLBackbone(VLMBackbone):
 
 # -- variants: architecture of the published checkpoints (config.json of Qwen/Qwen2-VL-*-Instruct and
 # Qwen/Qwen3-VL-*-Instruct) ---------------------------------------------------------------------------
+QWEN2_VIT = dict(  # the 675 M ViT of both Qwen2-VL sizes
+    vision_hidden_size=1280, vision_layers=32, vision_heads=16, vision_intermediate_size=5120, patch_size=14
+)
+
 @register_vlm("qwen2-vl-2b", aliases=("qwen-vl", "qwen2-vl", "qwen2vl"))
 def qwen2_vl_2b() -> Qwen2VLConfig:
     """Qwen2-VL-2B: 2.21 B parameters (675 M ViT, 1.54 B Qwen2 language model with tied embeddings)."""
@@ -323,11 +309,7 @@ def qwen2_vl_2b() -> Qwen2VLConfig:
         tie_word_embeddings=True,
         rope_theta=1e6,
         mrope_section=(16, 24, 24),
-        vision_hidden_size=1280,
-        vision_layers=32,
-        vision_heads=16,
-        vision_intermediate_size=5120,
-        patch_size=14,
+        **QWEN2_VIT,
     )
 
 
@@ -344,11 +326,7 @@ def qwen2_vl_7b() -> Qwen2VLConfig:
         tie_word_embeddings=False,
         rope_theta=1e6,
         mrope_section=(16, 24, 24),
-        vision_hidden_size=1280,
-        vision_layers=32,
-        vision_heads=16,
-        vision_intermediate_size=5120,
-        patch_size=14,
+        **QWEN2_VIT,
     )
 
 
