@@ -141,6 +141,8 @@ class VLAConfig(Config):
         actions:       (B, chunk_size, action_dim) float     (training only)
         action_is_pad: (B, chunk_size) bool, True past the episode end   (training only)
         instruction:   list[str] of length B                  (optional; language models use it)
+        time_s:        float, the observation's time in seconds (optional, inference: a model with
+                       rates of its own, Helix, measures them on it)
     A framework that sees earlier steps (observation_history T > 1) gets a time axis after B, the
     last step the current one: images (B, T, N_cam, 3, H, W), state (B, T, state_dim), and
         observation_is_pad: (B, T) bool, True on steps before the episode start

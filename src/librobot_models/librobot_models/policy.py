@@ -9,6 +9,7 @@ and actions are numpy in robot units; normalisation, tensors and devices stay in
         "images": {"front": rgb},                     # (H, W, 3) uint8 RGB, any size
         "state": qpos,                                # (state_dim,) float, robot units
         "instruction": "pick up the cube",            # optional
+        "time_s": 12.3,                               # optional: the observation time (Helix's rates)
     })
     out["actions"]                                    # (chunk_size, action_dim) float32, robot units
     policy.observe(obs)                               # a control step without inference (see below)
@@ -91,6 +92,9 @@ class CheckObservation:
         instruction = obs.get("instruction")
         if instruction is not None and not isinstance(instruction, str):
             raise ValueError(f"obs['instruction'] is {_describe(instruction)}: expected a str or nothing")
+        time_s = obs.get("time_s")
+        if time_s is not None and not (isinstance(time_s, (int, float, np.number)) and np.isfinite(time_s)):
+            raise ValueError(f"obs['time_s'] is {_describe(time_s)}: expected a finite number of seconds or nothing")
         return {**obs, "state": state}
 
 
@@ -139,6 +143,8 @@ class ToModelInputs:
         }
         if obs.get("instruction") is not None:
             batch["instruction"] = [obs["instruction"]]
+        if obs.get("time_s") is not None:
+            batch["time_s"] = float(obs["time_s"])
         return batch
 
 

@@ -225,7 +225,6 @@ def test_groot_reads_a_middle_layer_of_a_frozen_vlm():
 
 def test_helix_refreshes_its_latent_only_at_the_slow_rate(norm_stats):
     config = small_config("helix", fast_rate_hz=10.0, slow_rate_hz=2.5)
-    assert config.refresh_every == 4
     model = build(config).eval()
     calls = []
     system2 = model.system2
@@ -245,6 +244,16 @@ def test_helix_refreshes_its_latent_only_at_the_slow_rate(norm_stats):
     assert len(calls) == 6  # the first call after the reset and the fifth
     policy.reset()
     assert model._latent is None
+
+    # with the observation time, the slow rate holds whatever the call rate: 2.5 Hz is every 0.4 s
+    del calls[:]
+    for t in (0.0, 0.4, 0.8, 1.0, 1.1, 1.2):  # replanning every 0.4 s, then every 0.1 s
+        policy.infer({**numpy_obs(rng), "time_s": 100.0 + t})
+    assert len(calls) == 4  # at 0.0, 0.4, 0.8 and 1.2
+    policy.infer({**numpy_obs(rng), "time_s": 50.0})  # time went back (a new episode without reset)
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match=r"obs\['time_s'\] is 'soon': expected a finite number"):
+        policy.infer({**numpy_obs(rng), "time_s": "soon"})
 
 
 def test_octo_mask_is_block_causal():

@@ -242,7 +242,7 @@ class PolicyNode(Node):
             return
         started = time.perf_counter()
         try:
-            actions = self.policy.infer(snapshot.observation)["actions"]
+            actions = self.policy.infer(self._with_time(snapshot))["actions"]
         except ValueError as err:  # bad observation: hold, keep running
             self._set_state(PolicyStatus.STATE_HOLDING, f"rejected observation: {err}")
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
@@ -267,12 +267,17 @@ class PolicyNode(Node):
         self._publish_chunk(trajectory, latency_ms)
         self._set_state(PolicyStatus.STATE_RUNNING, "")
 
+    @staticmethod
+    def _with_time(snapshot) -> dict:
+        """The policy's observation, with its time (a model with rates of its own measures them on it)."""
+        return {**snapshot.observation, "time_s": snapshot.stamp_ns * 1e-9}
+
     def _observe(self) -> None:
         """A tick between two inferences: the newest observation joins the model's history window.
         A missing or bad one is skipped here; the next inference reports it."""
         try:
             snapshot = self._buffer.snapshot(self.get_clock().now().nanoseconds, self.max_age_s)
-            self.policy.observe(snapshot.observation)
+            self.policy.observe(self._with_time(snapshot))
         except (ObservationNotReady, ValueError):
             pass
 

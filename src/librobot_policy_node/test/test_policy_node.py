@@ -135,12 +135,16 @@ def test_between_inferences_a_history_window_model_gets_every_control_step(ros_c
     calls = []
     policy = h.policy.policy
     observe, infer = policy.observe, policy.infer
+    times = []
     policy.observe = lambda obs: calls.append("observe") or observe(obs)
-    policy.infer = lambda obs: calls.append("infer") or infer(obs)
+    policy.infer = lambda obs: calls.append("infer") or times.append(obs["time_s"]) or infer(obs)
     try:
         assert spin(h.executor, lambda: h.publish() or (calls.count("infer") >= 4 and len(h.trajectories) >= 3),
                     timeout_s=30.0), calls
         first = calls.index("infer")
         assert calls[first:first + 7] == ["infer", "observe"] * 3 + ["infer"]
+        # each observation carries its stamp (Helix measures its rates on it): 0.2 s apart here
+        assert abs(times[-1] - h.robot.get_clock().now().nanoseconds * 1e-9) < 2.0
+        assert 0.1 < np.median(np.diff(times)) < 0.4
     finally:
         h.close()

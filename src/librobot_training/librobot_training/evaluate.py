@@ -48,7 +48,7 @@ def rollout(
 
     def observation() -> dict:
         images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
-        return {"images": images, "state": sim.read_joints().position}
+        return {"images": images, "state": sim.read_joints().position, "time_s": t}
 
     while True:
         obs = observation()

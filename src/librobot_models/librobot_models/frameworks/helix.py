@@ -11,10 +11,11 @@ Training runs both systems on every batch, end to end, as Helix does (Helix also
 older observation than System 1, to mimic the latency gap at deployment; batches here hold one time).
 
 Inference: the latent is cached. Each `sample_actions` call is one System-1 step; the VLM runs on
-the first call and then again once every round(fast_rate_hz / slow_rate_hz) calls (or at once when
-the instruction or the batch size changes); `reset()` forgets it. Through Policy: one `Policy.infer`
-is one System-1 step, so call it at fast_rate_hz for the rates to hold (e.g. 200 Hz and 8 Hz: the
-VLM runs on every 25th infer); `Policy.reset()` at each episode start calls `reset()`.
+the first call, then again once the latent is 1 / slow_rate_hz old (at once when the instruction or
+the batch size changes); `reset()` forgets it. Age is measured on the batch's `time_s` (the
+observation time, which Policy passes on: the policy node and evaluate give it) so the slow rate
+holds whatever the rate of calls; without it each call counts as 1 / fast_rate_hz (e.g. 200 Hz and
+8 Hz: the VLM runs on every 25th call). `Policy.reset()` at each episode start calls `reset()`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class HelixConfig(VLMFrameworkConfig):
 
     # -- rates (inference) --------------------------------------------------------------------------
     slow_rate_hz: float = 8.0  # System 2: the latent is refreshed this often
-    fast_rate_hz: float = 200.0  # System 1: one sample_actions / Policy.infer call per period
+    fast_rate_hz: float = 200.0  # System 1: the call period when the batch carries no time_s
 
     # -- System 1 -----------------------------------------------------------------------------------
     vision_channels: tuple[int, ...] = (32, 64, 128, 128)  # one stride-2 stage each: 96x128 -> 6x8 tokens
@@ -76,11 +77,6 @@ class HelixConfig(VLMFrameworkConfig):
         self.check("cond_dim", self.cond_dim % 4 == 0, "a multiple of 4 (2D sinusoidal positions)")
         self.check("dropout", is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
 
-    @property
-    def refresh_every(self) -> int:
-        """System-1 calls per System-2 refresh: round(fast_rate_hz / slow_rate_hz)."""
-        return max(1, round(self.fast_rate_hz / self.slow_rate_hz))
-
     def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> Helix:
         return Helix(self, vlm_pretrained, vlm_tokenizer)
 
@@ -101,10 +97,11 @@ class Helix(VLMFramework):
             c.s1_layers, D, c.s1_heads, 4 * D, c.dropout, "gelu", pre_norm=True
         )
         self.head = TransformerHead(c.head)
-        # inference cache (not state_dict): the latest latent, its instructions, calls since it was made
+        # inference cache (not state_dict): the latest latent, its instructions and time, calls so far
         self._latent: torch.Tensor | None = None
         self._latent_text: list[str] | None = None
-        self._latent_age = 0
+        self._latent_time = 0.0
+        self._calls = 0
 
     def system2(self, batch: dict[str, Any]) -> torch.Tensor:
         """The latent (B, cond_dim) from every camera image and the instruction."""
@@ -124,17 +121,21 @@ class Helix(VLMFramework):
         return self.system1(batch, self.system2(batch))
 
     def cached_latent(self, obs: dict[str, Any]) -> torch.Tensor:
-        """The cached latent, recomputed when it is refresh_every calls old, absent, or made for other
-        instructions or another batch size."""
+        """The cached latent, recomputed when absent, 1 / slow_rate_hz old (or from the future: time
+        went back), or made for other instructions or another batch size."""
         text = instructions(obs, obs["state"].shape[0])
+        now = obs.get("time_s")
+        if now is None:
+            now = self._calls / self.config.fast_rate_hz
+        self._calls += 1
+        age = now - self._latent_time
         if (
             self._latent is None
-            or self._latent_age >= self.config.refresh_every
+            or not 0.0 <= age < 1.0 / self.config.slow_rate_hz - 1e-9
             or self._latent_text != text
             or self._latent.shape[0] != len(text)
         ):
-            self._latent, self._latent_text, self._latent_age = self.system2(obs), text, 0
-        self._latent_age += 1
+            self._latent, self._latent_text, self._latent_time = self.system2(obs), text, now
         return self._latent
 
     @torch.no_grad()
@@ -144,4 +145,4 @@ class Helix(VLMFramework):
 
     def reset(self) -> None:
         """Forget the cached latent: the next call runs System 2 (call at every episode start)."""
-        self._latent, self._latent_text, self._latent_age = None, None, 0
+        self._latent, self._latent_text, self._latent_time, self._calls = None, None, 0.0, 0
