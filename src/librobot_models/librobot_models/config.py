@@ -19,6 +19,7 @@ fake batch used by tests, so a test needs no data. Every framework config derive
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import types
@@ -131,7 +132,7 @@ class Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class VLAConfig(Config):
+class VLAConfig(Config, abc.ABC):
     """Fields every framework shares: the shapes of the batch that goes in and the chunk that comes out.
 
     The batch contract (all tensors already normalised by the caller):
@@ -179,9 +180,9 @@ class VLAConfig(Config):
         """Observation steps per training sample, the current one included (see the contract)."""
         return 1
 
+    @abc.abstractmethod
     def create(self) -> torch.nn.Module:
         """Build the framework's module (randomly initialised) from this config."""
-        raise NotImplementedError(f"{type(self).__name__} does not define create()")
 
     def fake_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
         """A random batch in the contract above, with the last steps of the first sample padded and,

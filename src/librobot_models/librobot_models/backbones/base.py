@@ -20,6 +20,7 @@ pixel inputs). Variants register by name in librobot_models.backbones.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class VLMOutput:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VLMConfig(Config):
+class VLMConfig(Config, abc.ABC):
     """What every VLM has: a language model of some width and depth, fed images by the wrapper.
 
     Fields without a default describe the architecture; a registered variant gives them all (see
@@ -130,24 +131,25 @@ class VLMConfig(Config):
         )
 
     # -- family hooks -------------------------------------------------------------------------------
+    @abc.abstractmethod
     def to_hf(self, special_ids: Mapping[str, int]) -> PretrainedConfig:
         """The transformers config of this architecture; `special_ids` maps each role of
         `special_tokens` to its id in the tokenizer the model is built with."""
-        raise NotImplementedError(f"{type(self).__name__} does not define to_hf()")
 
     @classmethod
+    @abc.abstractmethod
     def architecture_from_hf(cls, hf_config: PretrainedConfig) -> dict[str, Any]:
         """The architecture fields of a transformers config (the inverse of `to_hf`)."""
-        raise NotImplementedError(f"{cls.__name__} does not define architecture_from_hf()")
 
+    @abc.abstractmethod
     def tiny(self) -> VLMConfig:
         """The same architecture shrunk for tests and CPU demos (2 layers, width 128, vocab 1024,
         images of at most 64 px): under 2 M parameters, a forward in milliseconds."""
-        raise NotImplementedError(f"{type(self).__name__} does not define tiny()")
 
     @classmethod
+    @abc.abstractmethod
     def backbone_class(cls) -> type[VLMBackbone]:
-        raise NotImplementedError(f"{cls.__name__} does not define backbone_class()")
+        """The VLMBackbone subclass that wraps this family's transformers model."""
 
     def create(
         self, pretrained: str | Path | None = None, *, tokenizer: Any = None, **overrides: Any
@@ -244,7 +246,7 @@ class DecoderVLMConfig(VLMConfig):
         }
 
 
-class VLMBackbone(nn.Module):
+class VLMBackbone(nn.Module, abc.ABC):
     """`encode(images, text) -> VLMOutput` over a transformers VLM; see the module docstring.
 
     Subclasses implement `image_tokens_per_image`, `prompt_ids` and `model_inputs`, and set the
@@ -450,14 +452,14 @@ class VLMBackbone(nn.Module):
         return pad
 
     # -- family hooks -------------------------------------------------------------------------------
+    @abc.abstractmethod
     def image_tokens_per_image(self) -> int:
         """Placeholder tokens one image takes in the prompt."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def prompt_ids(self, text_ids: list[int], num_images: int) -> list[int]:
         """One sample's input ids: the image placeholders of `num_images` images, then the text
         (with the family's separators and begin/end tokens)."""
-        raise NotImplementedError
 
     def model_inputs(
         self, input_ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor

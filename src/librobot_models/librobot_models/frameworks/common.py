@@ -18,6 +18,7 @@ I/O: a checkpoint holds every weight, VLM included, and loads with `config.creat
 
 from __future__ import annotations
 
+import abc
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,9 @@ class HeadedConfig(VLAConfig):
     (`head_cond_dim()`), so the saved JSON is consistent and `replace(chunk_size=...)` reaches the head.
     """
 
+    @abc.abstractmethod
     def head_cond_dim(self) -> int:
         """Width of the Conditioning the framework hands its head."""
-        raise NotImplementedError(f"{type(self).__name__} does not define head_cond_dim()")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -168,7 +169,7 @@ class VLMProjection(nn.Module):
         return Conditioning(tokens=tokens, padding_mask=~out.mask, pooled=pooled)
 
 
-class HeadedFramework(nn.Module):
+class HeadedFramework(nn.Module, abc.ABC):
     """The model contract for a framework that turns a batch into a Conditioning for its action head.
 
     A subclass sets `self.head` (an ActionHead) and defines `conditioning(batch) -> Conditioning`;
@@ -177,8 +178,9 @@ class HeadedFramework(nn.Module):
 
     head: ActionHead
 
+    @abc.abstractmethod
     def conditioning(self, batch: dict[str, Any]) -> Conditioning:
-        raise NotImplementedError(f"{type(self).__name__} does not define conditioning()")
+        """What the head is conditioned on, from a batch of the VLAConfig contract."""
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """batch: the VLAConfig contract with "actions" (B, k, A) and optionally "action_is_pad" (B, k)."""
