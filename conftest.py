@@ -77,3 +77,27 @@ def tiny_checkpoint(tmp_path_factory):
                 "camera_names": ["front"], "rate_hz": 10.0}
     save_checkpoint(path, config.create(), config, stats, metadata)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_octo_checkpoint(tmp_path_factory):
+    """A randomly initialised SO-100 Octo checkpoint with a 2-step history window (6-step chunks,
+    front camera, 10 Hz): a model that needs every control step's observation."""
+    import numpy as np
+
+    from librobot_drivers.embodiment import load_embodiment
+    from librobot_models.checkpoint import save_checkpoint
+    from librobot_models.normalization import NormStats
+    from librobot_models.registry import get_vla_config
+
+    spec = load_embodiment("so100")
+    config = get_vla_config(
+        "octo", state_dim=6, action_dim=6, chunk_size=6, camera_names=("front",), image_size=(32, 32),
+        vision_channels=(8, 16), dim=32, n_layers=1, history_window=2,
+    )
+    stats = NormStats.from_array(np.random.default_rng(0).uniform(-0.5, 0.5, size=(50, 6)))
+    path = tmp_path_factory.mktemp("checkpoints") / "octo_tiny"
+    metadata = {"embodiment": "so100", "joint_names": spec.joint_names,
+                "camera_names": ["front"], "rate_hz": 10.0}
+    save_checkpoint(path, config.create(), config, {"state": stats, "actions": stats}, metadata)
+    return path

@@ -118,20 +118,26 @@ def test_checkpoint_parameter_is_validated_before_it_is_accepted(ros_context, ti
         h.close()
 
 
-def test_between_inferences_a_history_window_model_gets_every_control_step(ros_context, spin, tmp_path):
-    """Octo with history_window 2, replanning every 2 steps: one observe() per tick without inference."""
-    from librobot_models.checkpoint import save_checkpoint
-    from librobot_models.normalization import NormStats
-    from librobot_models.registry import get_vla_config
+def test_the_checkpoint_parameter_swaps_the_framework_live(ros_context, spin, tiny_checkpoint,
+                                                          tiny_octo_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint)
+    try:
+        assert spin(h.executor, lambda: h.publish() or len(h.chunks) >= 2, timeout_s=30.0)
+        assert h.chunks[-1].framework == "act"
+        swap = Parameter("checkpoint", value=str(tiny_octo_checkpoint))
+        assert h.policy.set_parameters([swap])[0].successful
+        assert spin(h.executor, lambda: h.publish() or h.chunks[-1].framework == "octo", timeout_s=30.0)
+        sequences = [c.sequence for c in h.chunks]
+        assert sequences == list(range(len(sequences)))  # one stream across the swap, nothing lost
+        assert len(h.trajectories[-1].points) <= 6  # the new model's chunk
+    finally:
+        h.close()
 
-    config = get_vla_config(
-        "octo", state_dim=6, action_dim=6, chunk_size=6, camera_names=("front",), image_size=(32, 32),
-        vision_channels=(8, 16), dim=32, n_layers=1, history_window=2,
-    )
-    stats = NormStats.from_array(np.random.default_rng(0).uniform(-0.5, 0.5, size=(50, 6)))
-    metadata = {"embodiment": "so100", "joint_names": SPEC.joint_names, "camera_names": ["front"], "rate_hz": 10.0}
-    save_checkpoint(tmp_path / "octo", config.create(), config, {"state": stats, "actions": stats}, metadata)
-    h = Harness(ros_context, tmp_path / "octo", replan_steps=2)
+
+def test_between_inferences_a_history_window_model_gets_every_control_step(ros_context, spin,
+                                                                          tiny_octo_checkpoint):
+    """Octo with history_window 2, replanning every 2 steps: one observe() per tick without inference."""
+    h = Harness(ros_context, tiny_octo_checkpoint, replan_steps=2)
     calls = []
     policy = h.policy.policy
     observe, infer = policy.observe, policy.infer

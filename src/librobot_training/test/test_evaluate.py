@@ -3,14 +3,8 @@ history-window model gets."""
 
 from pathlib import Path
 
-import numpy as np
-
-from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.sim import SO100Sim
-from librobot_models.checkpoint import save_checkpoint
-from librobot_models.normalization import NormStats
 from librobot_models.policy import Policy
-from librobot_models.registry import get_vla_config
 from librobot_training.evaluate import main, rollout
 
 SHIPPED = Path(__file__).resolve().parents[2] / "librobot_bringup" / "checkpoints" / "act_so100"
@@ -29,16 +23,9 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys):
     assert "librobot-evaluate: error:" in capsys.readouterr().err
 
 
-def test_a_history_window_model_observes_every_control_step(tmp_path):
-    spec = load_embodiment("so100")
-    config = get_vla_config(
-        "octo", state_dim=6, action_dim=6, chunk_size=6, camera_names=("front",), image_size=(32, 32),
-        vision_channels=(8, 16), dim=32, n_layers=1, history_window=3,
-    )
-    stats = NormStats.from_array(np.random.default_rng(0).uniform(-0.5, 0.5, size=(50, 6)))
-    metadata = {"joint_names": spec.joint_names, "camera_names": ["front"], "rate_hz": 10.0}
-    save_checkpoint(tmp_path, config.create(), config, {"state": stats, "actions": stats}, metadata)
-    policy = Policy.from_checkpoint(tmp_path)
+def test_a_history_window_model_observes_every_control_step(tiny_octo_checkpoint):
+    policy = Policy.from_checkpoint(tiny_octo_checkpoint)
+    assert policy.observation_history == 2
     calls = []
     observe, infer = policy.observe, policy.infer
     policy.observe = lambda obs: calls.append("observe") or observe(obs)
