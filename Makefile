@@ -24,7 +24,7 @@ pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 3
 	@$(ENV) && bash scripts/pipeline.sh
 
 bench: setup  ## speed benchmarks, each against a baseline measured in the same run
-	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_frameworks.py
+	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log

@@ -198,25 +198,30 @@ class AutoregressiveHead(ActionHead):
         return loss, {"loss": loss.item(), "cross_entropy": loss.item(), "token_accuracy": accuracy.item()}
 
     @torch.no_grad()
-    def sample(self, cond: Conditioning, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, cond: Conditioning, generator: torch.Generator | None = None, use_cache: bool = True
+    ) -> torch.Tensor:
         """Decode L tokens one by one (greedy at temperature 0), then detokenize to (B, k, A).
 
-        Each step feeds only the newest token: the decoder keeps the keys and values of the earlier
-        ones (a KV cache) and of the memory, so a step costs one token, not the whole prefix.
+        With `use_cache` each step feeds only the newest token: the decoder keeps the keys and values
+        of the earlier ones (a KV cache) and of the memory, so a step costs one token. Without it each
+        step re-runs the decoder over the whole prefix (same tokens; the benchmark's baseline).
         """
         self.check_inputs(cond)
         memory, padding = self._memory(cond)
-        cache = self.decoder.new_cache()
-        token = torch.full((cond.batch_size, 1), self.bos, dtype=torch.long, device=cond.device)  # (B, 1)
-        tokens = []
+        cache = self.decoder.new_cache() if use_cache else None
+        tokens = torch.full((cond.batch_size, 1), self.bos, dtype=torch.long, device=cond.device)  # (B, 1)
         for i in range(self.seq_len):
-            x = self.token_embed(token) + self.token_pos[:, i : i + 1]  # (B, 1, D)
+            if cache is not None:
+                x = self.token_embed(tokens[:, -1:]) + self.token_pos[:, i : i + 1]  # (B, 1, D)
+            else:
+                x = self.token_embed(tokens) + self.token_pos[:, : i + 1]  # (B, i + 1, D)
             x = self.decoder(x, memory, memory_key_padding_mask=padding, is_causal=True, cache=cache)
-            logits = self.logits_out(x)[:, -1]  # (B, V): the next token's logits
+            logits = self.logits_out(x[:, -1])  # (B, V): the next token's logits
             if self.config.temperature == 0:
-                token = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+                nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
             else:
                 probs = torch.softmax(logits.float() / self.config.temperature, dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-            tokens.append(token)
-        return self.tokenizer.decode(torch.cat(tokens, dim=1)).to(cond.dtype)  # (B, k, A)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            tokens = torch.cat([tokens, nxt], dim=1)
+        return self.tokenizer.decode(tokens[:, 1:]).to(cond.dtype)  # (B, k, A)

@@ -1,0 +1,30 @@
+"""Every benchmark runs and prints its ratio against the baseline it measures (tiny settings here:
+the figures themselves come from `make bench`)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "ratio_line"),
+    [
+        ("bench_decoding", ["--chunk", "2", "--action-dim", "3", "--runs", "1", "--threads", "1"], "speed-up:"),
+        ("bench_frameworks", ["--frameworks", "act", "rt2", "--runs", "1", "--threads", "1"], "vs ACT"),
+        ("bench_policy", [], "overhead ratio:"),
+        ("bench_convert", [], "ratio"),
+    ],
+)
+def test_benchmark_runs_and_reports_a_ratio(name, argv, ratio_line, capsys):
+    assert load(name).main(argv) == 0
+    assert ratio_line in capsys.readouterr().out
