@@ -67,7 +67,7 @@ class OctoConfig(HeadedConfig):
     """Octo hyper-parameters; inputs/outputs come from VLAConfig. Defaults train on a CPU."""
 
     # -- tokens ---------------------------------------------------------------------------------------
-    history_window: int = 1  # observation steps seen (Octo: 2); > 1 needs training batches with history
+    history_window: int = 2  # observation steps seen, the current one included (as Octo)
     vision_channels: tuple[int, ...] = (32, 64, 128, 128)  # one stride-2 stage each: 96x128 -> 6x8 tokens
     max_text_tokens: int = 16  # instruction tokens (longer text is truncated)
     text_vocab: int = 512  # size bound of the byte-level BPE tokenizer built in code
