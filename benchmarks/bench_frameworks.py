@@ -5,10 +5,10 @@
 Each framework is built from its default config (a VLM framework on the tiny variant of its own VLM
 family, or of --vlm), in eval mode, and `sample_actions` is timed on a batch of one (default shapes:
 one 96x128 camera, state and action dims 6, chunk 20), median over --runs calls after 2 warm-up calls.
-Models that keep state between calls are timed as deployed: Helix's median call reuses its cached
-System-2 latent (the VLM runs on one call in fast/slow rate); the column "after reset" times a call
-that starts an episode (Helix runs its VLM, Octo's window is empty). "vs ACT" is the latency ratio to
-ACT, the baseline. Random weights: the numbers are about architecture cost, not quality.
+Models are timed as deployed: Octo on its whole observation window (as Policy hands it over),
+Helix's median call reusing its cached System-2 latent (the VLM runs on one call in fast/slow rate);
+the column "after reset" times a call that starts an episode (Helix runs its VLM). "vs ACT" is the
+latency ratio to ACT, the baseline. Random weights: the numbers are about architecture cost, not quality.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ def measure(name: str, runs: int, vlm: str | None) -> dict[str, object]:
     model = config.create().eval()
     obs = config.fake_batch(1)
     obs.pop("actions"), obs.pop("action_is_pad")
-    if getattr(config, "history_window", 1) > 1:  # Octo at inference: one observation per call
-        obs = {**obs, "images": obs["images"][:, -1], "state": obs["state"][:, -1]}
     reset = getattr(model, "reset", lambda: None)
 
     def call() -> None:

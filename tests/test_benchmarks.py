@@ -20,7 +20,7 @@ def load(name):
     ("name", "argv", "ratio_line"),
     [
         ("bench_decoding", ["--chunk", "2", "--action-dim", "3", "--runs", "1", "--threads", "1"], "speed-up:"),
-        ("bench_frameworks", ["--frameworks", "act", "rt2", "--runs", "1", "--threads", "1"], "vs ACT"),
+        ("bench_frameworks", ["--runs", "1", "--threads", "1"], "vs ACT"),  # every framework
         ("bench_policy", [], "overhead ratio:"),
         ("bench_convert", [], "ratio"),
     ],
