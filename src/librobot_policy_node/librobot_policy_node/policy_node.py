@@ -5,10 +5,9 @@ own, so a slow model never blocks the inputs (and no executor thread busy-waits 
 callback is still running, which starved inference of the GIL). The thread ticks at the control
 rate and infers every `replan_steps` ticks; the ticks in between pass their observation to
 Policy.observe for models with a history window (Octo), which expect consecutive control steps.
-Each chunk goes to the
-joint_trajectory_controller as a JointTrajectory (stamped with the observation time, points
-already in the past dropped, velocities for cubic interpolation) and to ~/action_chunk as a
-librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
+Each chunk goes to the joint_trajectory_controller as a JointTrajectory (stamped with the
+observation time, points already in the past dropped, velocities for cubic interpolation) and to
+~/action_chunk as a librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
 controller holds the last target. `ros2 param set /policy checkpoint <dir>` swaps the model live.
 
     ros2 run librobot_policy_node policy_node --ros-args -p checkpoint:=/path/to/checkpoint
@@ -65,6 +64,13 @@ class PolicyNode(Node):
         self.max_age_s = self.declare_parameter("max_observation_age_s", 0.5).value
         self.min_lead_s = self.declare_parameter("min_lead_s", 0.0).value
         checkpoint = self.declare_parameter("checkpoint", "").value
+        for name, ok, expected in (
+            ("replan_steps", isinstance(self.replan_steps, int) and self.replan_steps >= 1, "an int >= 1"),
+            ("torch_threads", isinstance(self.torch_threads, int) and self.torch_threads >= 0, "an int >= 0"),
+            ("max_observation_age_s", self.max_age_s > 0, "a number of seconds > 0"),
+        ):
+            if not ok:
+                raise ValueError(f"parameter {name} = {self.get_parameter(name).value!r}: expected {expected}")
 
         self.policy = None
         self._pending_checkpoint: str | None = checkpoint or None
@@ -142,6 +148,11 @@ class PolicyNode(Node):
                 )
             for cam in policy.camera_names:
                 self.spec.camera(cam)
+            if self.replan_steps >= policy.chunk_size:
+                raise ValueError(
+                    f"its chunks have {policy.chunk_size} steps, replan_steps is {self.replan_steps} "
+                    f"(expected fewer than the chunk, so a new chunk comes before the last one ends)"
+                )
         except Exception as err:  # keep running with the previous policy, say why
             self._set_state(PolicyStatus.STATE_ERROR, f"could not load {path}: {err}")
             self.get_logger().error(self._message)

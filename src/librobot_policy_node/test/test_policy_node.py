@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 from librobot_msgs.msg import ActionChunk, PolicyStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -104,6 +105,17 @@ def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros
         assert h.trajectories == []
         # fresh, valid input again: chunks flow
         assert spin(h.executor, lambda: h.publish() or len(h.trajectories) > 0, timeout_s=20.0)
+    finally:
+        h.close()
+
+
+def test_bad_parameters_are_one_clear_error(ros_context, tiny_checkpoint):
+    with pytest.raises(ValueError, match="parameter replan_steps = 0: expected an int >= 1"):
+        PolicyNode(context=ros_context, parameter_overrides=[Parameter("replan_steps", value=0)])
+    h = Harness(ros_context, tiny_checkpoint, replan_steps=10)  # as long as the tiny model's chunk
+    try:
+        assert h.policy.policy is None and h.policy._state == PolicyStatus.STATE_ERROR
+        assert "its chunks have 10 steps, replan_steps is 10" in h.policy._message
     finally:
         h.close()
 
