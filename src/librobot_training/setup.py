@@ -1,3 +1,5 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = "librobot_training"
@@ -9,7 +11,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
-        (f"share/{package_name}/config", ["config/act_so100.yaml"]),
+        (f"share/{package_name}/config", glob("config/*.yaml")),
     ],
     install_requires=["numpy", "torch", "h5py", "rosbags", "pyyaml", "tqdm", "opencv-python-headless"],
     extras_require={"test": ["pytest"]},

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,14 @@ import yaml
 from librobot_models.checkpoint import load_checkpoint
 from librobot_models.policy import Policy
 from librobot_training.datasets import make_synthetic_episodes
-from librobot_training.train import TrainSettings, apply_override, lr_factor, main, parameter_groups
+from librobot_training.train import (
+    TrainSettings,
+    apply_override,
+    load_run_config,
+    lr_factor,
+    main,
+    parameter_groups,
+)
 
 TINY_MODEL = [
     "model.image_size=[32,32]",
@@ -167,17 +175,22 @@ def test_overrides_and_schedule():
     assert lr_factor(60, TrainSettings(steps=110, warmup_steps=10, schedule="constant")) == 1.0
 
 
-def test_example_config_is_valid():
-    from pathlib import Path
+EXAMPLE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "config").glob("*_so100.yaml"))
 
-    from librobot_training.train import load_run_config
 
-    path = Path(__file__).resolve().parents[1] / "config" / "act_so100.yaml"
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=[p.stem for p in EXAMPLE_CONFIGS])
+def test_example_configs_train_as_written(path, tmp_path, dataset_dir):
+    """Each shipped config, only pointed at a small dataset and shortened, trains and saves a policy."""
     run = load_run_config(str(path), [])
-    assert (
-        run.framework == "act" and run.dataset == "data/so100_sim/hdf5" and run.output_dir == "runs/act_so100"
-    )
-    assert run.model["camera_names"] == ["front"] and run.model["state_dim"] is None
+    framework = path.stem.removesuffix("_so100")
+    assert run.framework == framework and run.dataset == "data/so100_sim/hdf5"
+    assert run.output_dir == f"runs/{framework}_so100" and run.model["state_dim"] is None
+    short = [f"dataset={dataset_dir}", f"output_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2",
+             "train.log_every=1", "train.eval.episodes=1", "train.eval.every=2", "train.eval.batches=1",
+             "model.image_size=[32,32]"]
+    assert main(["--config", str(path), *short]) == 0
+    policy = Policy.from_checkpoint(tmp_path / "run")
+    assert policy.framework == framework and policy.chunk_size == 20
 
 
 def test_initial_vlm_weights_come_from_a_local_directory(tmp_path, dataset_dir, capsys):
