@@ -10,22 +10,12 @@ chunk * action_dim tokens decoded one by one. Both paths give the same tokens (c
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 from librobot_models.heads import Conditioning
 from librobot_models.registry import get_vla_config
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+from timing import call_ms  # benchmarks/timing.py
 
 
 def main(argv: list[str]) -> int:
@@ -43,8 +33,8 @@ def main(argv: list[str]) -> int:
     cond = Conditioning(tokens=torch.randn(1, 64, config.cond_dim))
     assert torch.equal(head.sample(cond), head.sample(cond, use_cache=False)), "the two paths disagree"
 
-    cached = median_ms(lambda: head.sample(cond), args.runs)
-    uncached = median_ms(lambda: head.sample(cond, use_cache=False), args.runs)
+    cached = statistics.median(call_ms(lambda: head.sample(cond), args.runs, warmup=1))
+    uncached = statistics.median(call_ms(lambda: head.sample(cond, use_cache=False), args.runs, warmup=1))
     print(f"autoregressive head: {head.seq_len} tokens per chunk, {args.threads} thread(s), "
           f"median of {args.runs}")
     print(f"{'':<28}{'ms/chunk':>10}")

@@ -16,26 +16,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 
 from librobot_models.frameworks.common import VLMFrameworkConfig
 from librobot_models.registry import get_vla_config, list_vlas
+from timing import call_ms  # benchmarks/timing.py
 
 BASELINE = "act"
-
-
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def measure(name: str, runs: int, vlm: str | None) -> dict[str, object]:
@@ -62,8 +50,8 @@ def measure(name: str, runs: int, vlm: str | None) -> dict[str, object]:
         "vlm": f"{config.vlm} (tiny)" if isinstance(config, VLMFrameworkConfig) else "-",
         "total": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "ms": median_ms(call, runs),
-        "ms_reset": median_ms(call_after_reset, max(3, runs // 4)),
+        "ms": statistics.median(call_ms(call, runs)),
+        "ms_reset": statistics.median(call_ms(call_after_reset, max(3, runs // 4))),
     }
 
 

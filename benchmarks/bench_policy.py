@@ -9,25 +9,19 @@ The ratio is the serving overhead; the node adds only message decoding on top.
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from librobot_models.policy import Policy
+from timing import call_ms  # benchmarks/timing.py
 
 DEFAULT = Path(__file__).resolve().parents[1] / "src/librobot_bringup/checkpoints/act_so100"
 
 
-def median_ms(fn, repeats=50, warmup=5):
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+def p50_p99_ms(fn) -> tuple[float, float]:
+    samples = call_ms(fn, runs=50, warmup=5)
     return statistics.median(samples), float(np.percentile(samples, 99))
 
 
@@ -44,8 +38,8 @@ def main(argv: list[str]) -> int:
         with torch.inference_mode():
             policy.model.sample_actions(batch)
 
-    base_p50, base_p99 = median_ms(bare)
-    full_p50, full_p99 = median_ms(lambda: policy.infer(obs))
+    base_p50, base_p99 = p50_p99_ms(bare)
+    full_p50, full_p99 = p50_p99_ms(lambda: policy.infer(obs))
     params = sum(p.numel() for p in policy.model.parameters())
     print(f"{policy.framework} ({params / 1e6:.2f} M params, {torch.get_num_threads()} threads)")
     print(f"{'':<22}{'p50 ms':>8}{'p99 ms':>8}")
