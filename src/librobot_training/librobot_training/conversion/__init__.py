@@ -1,0 +1,8 @@
+"""The stages of the rosbag2 -> HDF5 conversion (librobot_training.bag_to_hdf5 runs them):
+
+    base       message types, option values, ConversionError, the stop flag
+    messages   pure conversions of deserialized messages
+    sync       streams, episodes and the as-of sampling grid
+    reading    topic selection and one pass over a bag
+    writing    episode files, written atomically
+"""
