@@ -241,20 +241,20 @@ def create_vla(name_or_config: str | VLAConfig, **overrides: Any) -> torch.nn.Mo
     `vlm` may be a VLM already built (create_vlm("qwen2-vl-2b", pretrained=...)): the framework then
     uses that module, and its config records the variant (vlm, vlm_tiny, vlm_dtype) to rebuild it."""
     vlm = overrides.get("vlm")
-    if isinstance(vlm, torch.nn.Module):
+    built_vlm = vlm if isinstance(vlm, torch.nn.Module) else None
+    if built_vlm is not None:
         from librobot_models.backbones import variant_of  # the backbones package imports this module
 
-        name, tiny = variant_of(vlm)
-        overrides = {**overrides, "vlm": name, "vlm_tiny": tiny, "vlm_dtype": vlm.config.dtype}
-        base = name_or_config if isinstance(name_or_config, VLAConfig) else get_vla_config(name_or_config)
-        if "vlm" not in {f.name for f in dataclasses.fields(base)}:
-            raise ValueError(f"framework {base.framework!r} has no VLM: vlm = {type(vlm).__name__} is not for it")
-        return base.replace(**overrides).create(vlm_pretrained=vlm)
+        cls = type(name_or_config) if isinstance(name_or_config, VLAConfig) else vla_config_class(name_or_config)
+        if "vlm" not in {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"framework {cls.framework!r} has no VLM: vlm = {type(vlm).__name__} is not for it")
+        name, tiny = variant_of(built_vlm)
+        overrides = {**overrides, "vlm": name, "vlm_tiny": tiny, "vlm_dtype": built_vlm.config.dtype}
     if isinstance(name_or_config, VLAConfig):
         config = name_or_config.replace(**overrides) if overrides else name_or_config
     else:
         config = get_vla_config(name_or_config, **overrides)
-    return config.create()
+    return config.create() if built_vlm is None else config.create(vlm_pretrained=built_vlm)
 
 
 # -- VLM backbones ---------------------------------------------------------------------------------
