@@ -1,33 +1,38 @@
 # Source this file to use the LibroBot workspace: `source scripts/env.sh`.
-# It activates .venv, makes the ros-jazzy-* wheels (or the sourced system ROS) visible to colcon
-# and CMake, sources install/setup.bash when the workspace is built, and keeps DDS on loopback
-# unless you say otherwise (export ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET on a robot network).
-# Pass --no-workspace to skip install/setup.bash (used by setup.sh before the first build).
+# It activates the venv, makes the ros-jazzy-* wheels (or the sourced full ROS) visible to colcon
+# and CMake, sources the workspace's setup.bash when it is built, and keeps DDS on loopback
+# unless you say otherwise (export LIBROBOT_DISCOVERY_RANGE=SUBNET on a robot network).
+# Pass --no-workspace to skip the workspace's setup.bash (used by setup.sh before the first build).
+# LIBROBOT_VENV and LIBROBOT_INSTALL_BASE choose another venv and install directory.
 
 _librobot_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ ! -x "$_librobot_root/.venv/bin/python" ]; then
-  echo "librobot: no .venv yet; run 'make setup' first" >&2
+_librobot_venv=${LIBROBOT_VENV:-$_librobot_root/.venv}
+_librobot_install=${LIBROBOT_INSTALL_BASE:-install}
+case "$_librobot_install" in /*) ;; *) _librobot_install="$_librobot_root/$_librobot_install";; esac
+if [ ! -x "$_librobot_venv/bin/python" ]; then
+  echo "librobot: no venv in $_librobot_venv yet; run 'make setup' first" >&2
+  unset _librobot_root _librobot_venv _librobot_install
   return 1 2>/dev/null || exit 1
 fi
 # shellcheck disable=SC1091
-source "$_librobot_root/.venv/bin/activate"
+source "$_librobot_venv/bin/activate"
 
 if [ -z "${ROS_DISTRO:-}" ]; then
   # ROS from wheels: the ament index and CMake packages live under the venv prefix.
-  _librobot_prefix="$_librobot_root/.venv"
-  case ":${AMENT_PREFIX_PATH:-}:" in *":$_librobot_prefix:"*) ;; *)
-    export AMENT_PREFIX_PATH="$_librobot_prefix${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}";; esac
-  case ":${CMAKE_PREFIX_PATH:-}:" in *":$_librobot_prefix:"*) ;; *)
-    export CMAKE_PREFIX_PATH="$_librobot_prefix${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}";; esac
+  case ":${AMENT_PREFIX_PATH:-}:" in *":$_librobot_venv:"*) ;; *)
+    export AMENT_PREFIX_PATH="$_librobot_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}";; esac
+  case ":${CMAKE_PREFIX_PATH:-}:" in *":$_librobot_venv:"*) ;; *)
+    export CMAKE_PREFIX_PATH="$_librobot_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}";; esac
   export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
-  unset _librobot_prefix
 fi
 
-export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export PYTHONUNBUFFERED=1
 
-if [ "${1:-}" != "--no-workspace" ] && [ -f "$_librobot_root/install/setup.bash" ]; then
+if [ "${1:-}" != "--no-workspace" ] && [ -f "$_librobot_install/setup.bash" ]; then
   # shellcheck disable=SC1091
-  source "$_librobot_root/install/setup.bash"
+  source "$_librobot_install/setup.bash"
 fi
-unset _librobot_root
+# Last, because a ROS setup.bash (sourced above or before) may set SUBNET: DDS discovery stays on
+# this machine unless LIBROBOT_DISCOVERY_RANGE says otherwise (SUBNET on a robot network).
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${LIBROBOT_DISCOVERY_RANGE:-LOCALHOST}
+unset _librobot_root _librobot_venv _librobot_install

@@ -24,6 +24,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         *tree("launch"),
         *tree("config"),
+        *tree("checkpoints"),
     ],
     install_requires=[],
     extras_require={"test": ["pytest"]},

@@ -1,8 +1,17 @@
-"""One driver node for every robot: joint states and camera images out, joint trajectories in.
+"""One driver node for every robot: joint states and camera images out, commands in.
 
-The node only wires ROS to a `Robot` (librobot_drivers.robot) and a `TrajectoryFollower` with
-joint_trajectory_controller semantics. A simulated robot also gets episodes: the node resets the
-scene, publishes librobot_msgs/EpisodeEvent and the instruction, and reports success.
+The node only wires ROS to a `Robot` (librobot_drivers.robot). Commands arrive one of two ways
+(`command_interface`):
+
+- `trajectory` (default, for machines without ros2_control): JointTrajectory messages on the
+  controller's topic, followed by a `TrajectoryFollower` with joint_trajectory_controller's
+  semantics; joint states go out on /joint_states.
+- `joint_commands`: the robot is the hardware behind ros2_control's topic-based hardware
+  interface: position commands in on the embodiment's `hardware_commands` topic, measured states
+  out on `hardware_states` (controller_manager's joint_state_broadcaster publishes /joint_states).
+
+A simulated robot also gets episodes: the node resets the scene, publishes
+librobot_msgs/EpisodeEvent and the instruction, and reports success.
 
     ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_sim -p episodes:=10
 """
@@ -11,6 +20,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 from geometry_msgs.msg import PointStamped
 from librobot_msgs.msg import EpisodeEvent
 from rclpy.node import Node
@@ -26,6 +36,10 @@ from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import TrajectoryFollower
 
 MAX_SIM_STEP_S = 0.05  # a late tick never advances the simulation by more than this
+COMMAND_INTERFACES = ("trajectory", "joint_commands")
+# After a reset the twin holds the reset pose this long while the controller takes the hold
+# trajectory the node sends it (joint_commands mode): its earlier commands target the old scene.
+RESET_SETTLE_S = 0.1
 
 
 class DriverNode(Node):
@@ -44,6 +58,10 @@ class DriverNode(Node):
             pause_s=self.declare_parameter("episode_pause_s", 1.0).value,
         )
         self._wait_for_commander = self.declare_parameter("wait_for_commander", True).value
+        self.command_interface = self.declare_parameter("command_interface", "trajectory").value
+        if self.command_interface not in COMMAND_INTERFACES:
+            raise ValueError(f"parameter command_interface = {self.command_interface!r}: expected "
+                             f"one of {list(COMMAND_INTERFACES)}")
 
         camera_names = [c for c in camera_names if c]
         options = {"render_cameras": camera_names} if camera_names else {}
@@ -53,15 +71,26 @@ class DriverNode(Node):
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
             self.robot.read_camera(name)  # do it now, not in the middle of the first episode
         self.follower = TrajectoryFollower(self.robot.read_joints().position)
+        self._joint_command: np.ndarray | None = None  # joint_commands mode: the latest command
+        self._settle_until = 0.0
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
         self._last_tick: float | None = None
 
-        self._joint_pub = self.create_publisher(JointState, self.spec.topic("joint_states"), 10)
+        hardware = self.command_interface == "joint_commands"
+        self._own_command_publishers = 1 if hardware else 0  # the hold publisher below
+        self._joint_pub = self.create_publisher(
+            JointState, self.spec.topic("hardware_states" if hardware else "joint_states"), 10)
         self._image_pubs = {
             name: self.create_publisher(Image, self.spec.camera(name).topic, 5)
             for name in self.cameras
         }
-        self.create_subscription(JointTrajectory, self.spec.command_topic, self._on_trajectory, 10)
+        if hardware:
+            self.create_subscription(
+                JointState, self.spec.topic("hardware_commands"), self._on_joint_command, 10)
+            # the controller's topic: at a reset, the controller is told to hold the reset pose
+            self._hold_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        else:
+            self.create_subscription(JointTrajectory, self.spec.command_topic, self._on_trajectory, 10)
         self.create_timer(1.0 / servo_rate, self._on_servo_tick)
         for name in self.cameras:
             rate = self.spec.camera(name).rate_hz
@@ -81,7 +110,8 @@ class DriverNode(Node):
             self._instruction_pub.publish(String(data=self.robot.instruction))
         self.get_logger().info(
             f"{robot_name}: {self.spec.dof} joints, cameras {self.cameras}, commands on "
-            f"{self.spec.command_topic}, {episodes} episode(s)"
+            f"{self.spec.topic('hardware_commands') if hardware else self.spec.command_topic}, "
+            f"{episodes} episode(s)"
         )
 
     # -- commands ------------------------------------------------------------------------------
@@ -96,14 +126,30 @@ class DriverNode(Node):
             self.get_logger().warn("rejected trajectory: every point is in the past",
                                    throttle_duration_sec=1.0)
 
+    def _on_joint_command(self, msg: JointState) -> None:
+        try:
+            self._joint_command = messages.joint_positions(self.spec, msg)
+        except (KeyError, ValueError) as err:
+            self.get_logger().error(f"rejected joint command: {err}", throttle_duration_sec=1.0)
+
     # -- control loop --------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _target(self, now: float) -> np.ndarray:
+        if self.command_interface == "trajectory":
+            return self.follower.sample(now)[0]
+        if self._joint_command is None or now < self._settle_until:
+            return self.follower.sample(now)[0]  # the held pose
+        return self._joint_command
+
     def _on_servo_tick(self) -> None:
         now = self._now()
-        target, _ = self.follower.sample(now)
-        self.robot.send_positions(target, max_step=self._max_step)
+        target = self._target(now)
+        try:
+            self.robot.send_positions(target, max_step=self._max_step)
+        except ValueError as err:  # a non-finite command: refused, the robot keeps its last one
+            self.get_logger().error(f"refused command: {err}", throttle_duration_sec=1.0)
         if self.robot.simulated:
             if self._last_tick is not None:
                 self.robot.step(min(max(now - self._last_tick, 0.0), MAX_SIM_STEP_S))
@@ -130,7 +176,7 @@ class DriverNode(Node):
             self.episodes.phase is Phase.IDLE
             and self.episodes.index < 0
             and self._wait_for_commander
-            and self.count_publishers(self.spec.command_topic) == 0
+            and self.count_publishers(self.spec.command_topic) <= self._own_command_publishers
         ):
             return  # nobody is ready to drive the robot yet
         event = self.episodes.update(now, self.robot.task_success())
@@ -138,7 +184,13 @@ class DriverNode(Node):
             return
         if event.kind == "start":
             self.robot.reset(event.seed)
-            self.follower.hold(self.robot.read_joints().position)
+            rest = self.robot.read_joints().position
+            self.follower.hold(rest)
+            if self.command_interface == "joint_commands":
+                self._joint_command, self._settle_until = None, now + RESET_SETTLE_S
+                self._hold_pub.publish(messages.trajectory_msg(
+                    self.spec.joint_names, 0, np.array([RESET_SETTLE_S / 2]), rest[None],
+                    np.zeros((1, self.spec.dof))))
             self._instruction_pub.publish(String(data=self.robot.instruction))
         else:
             self.follower.hold(self.robot.read_joints().position)

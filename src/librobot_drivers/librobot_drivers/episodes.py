@@ -25,7 +25,8 @@ class EpisodeEvent:
 
 @dataclass(frozen=True)
 class EpisodeSchedule:
-    """episodes: how many (0 = run forever without episodes); first_seed: seed of episode 0;
+    """episodes: how many (0 = run freely without episodes, -1 = episodes until stopped);
+    first_seed: seed of episode 0;
     time_limit_s: an episode ends unsuccessful after this long; success_hold_s: it ends
     successful once the task has been solved continuously this long; pause_s: gap between
     episodes (the robot holds still)."""
@@ -37,8 +38,8 @@ class EpisodeSchedule:
     pause_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.episodes < 0:
-            raise ValueError(f"episodes must be >= 0, got {self.episodes}")
+        if self.episodes < -1:
+            raise ValueError(f"episodes must be >= -1 (-1: until stopped), got {self.episodes}")
         if self.time_limit_s <= 0 or self.success_hold_s < 0 or self.pause_s < 0:
             raise ValueError(
                 f"bad episode timing: time_limit_s={self.time_limit_s}, "
@@ -51,7 +52,7 @@ class EpisodeManager:
 
     def __init__(self, schedule: EpisodeSchedule):
         self.schedule = schedule
-        self.phase = Phase.IDLE if schedule.episodes > 0 else Phase.DONE
+        self.phase = Phase.DONE if schedule.episodes == 0 else Phase.IDLE
         self.index = -1
         self.results: list[bool] = []
         self._phase_since: float | None = None
@@ -81,7 +82,7 @@ class EpisodeManager:
         success = self._solved_since is not None and now - self._solved_since >= self.schedule.success_hold_s
         if success or now - self._phase_since >= self.schedule.time_limit_s:
             self.results.append(success)
-            finished = len(self.results) >= self.schedule.episodes
+            finished = 0 < self.schedule.episodes <= len(self.results)
             self.phase = Phase.DONE if finished else Phase.IDLE
             self._phase_since = now
             return EpisodeEvent("end", self.index, self.seed, success)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -22,8 +24,9 @@ EPISODE_EVENTS = QoSProfile(
 
 
 def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args=None) -> int:
-    """rclpy.init, build the node, spin until Ctrl-C; bad parameters (ValueError) end with one
-    readable line and exit code 2 instead of a traceback."""
+    """rclpy.init, build the node, spin until Ctrl-C or SIGTERM (`ros2 launch` sends SIGINT, then
+    SIGTERM); bad parameters (ValueError, or a value outside a parameter's declared range) end
+    with one readable line and exit code 2 instead of a traceback."""
     rclpy.init(args=args)
     node = None
     try:
@@ -33,10 +36,13 @@ def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as err:
+    except (ValueError, ParameterException) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         return 2
     finally:
+        # A second Ctrl-C (or launch's follow-up signal) must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -7,6 +7,8 @@ Semantics (JTC, no blending):
 - a start time of 0 means "now" (the time the trajectory is received);
 - points whose time is already in the past are skipped; a trajectory with every point in the past
   is rejected and the active one goes on;
+- rejected too, as Jazzy's controller rejects them: times that are not strictly increasing, and a
+  last point with a non-zero velocity (unless `allow_nonzero_velocity_at_trajectory_end`);
 - from the state at reception the robot moves to the first point, then from point to point:
   cubic Hermite interpolation when velocities are given, linear otherwise;
 - after the last point the last position is held.
@@ -50,12 +52,17 @@ class Trajectory:
         return position, velocity
 
 
+class TrajectoryRejected(ValueError):
+    """A trajectory the joint_trajectory_controller would refuse; the message says why."""
+
+
 class TrajectoryFollower:
     """Holds the active trajectory and answers "where should the joints be now?"."""
 
-    def __init__(self, initial_position: np.ndarray):
+    def __init__(self, initial_position: np.ndarray, allow_nonzero_velocity_at_trajectory_end: bool = False):
         self._hold = np.asarray(initial_position, dtype=np.float64).copy()
         self._active: Trajectory | None = None
+        self.allow_nonzero_velocity_at_trajectory_end = allow_nonzero_velocity_at_trajectory_end
 
     @property
     def active(self) -> Trajectory | None:
@@ -90,11 +97,16 @@ class TrajectoryFollower:
                 f"trajectory for {positions.shape[1]} joints, expected {self._hold.shape[0]}"
             )
         if np.any(np.diff(tfs) <= 0):
-            raise ValueError(f"time_from_start must be strictly increasing, got {tfs.tolist()}")
+            raise TrajectoryRejected(f"time_from_start must be strictly increasing, got {tfs.tolist()}")
         cubic = velocities is not None and len(velocities) == len(tfs)
         velocities = (
             np.asarray(velocities, dtype=np.float64) if cubic else np.zeros_like(positions)
         )
+        if np.any(velocities[-1] != 0) and not self.allow_nonzero_velocity_at_trajectory_end:
+            raise TrajectoryRejected(
+                f"the last point has velocities {velocities[-1].tolist()}: a trajectory must end "
+                "at rest (allow_nonzero_velocity_at_trajectory_end is false)"
+            )
         start = now if start_time == 0.0 else start_time
         times = start + tfs
         future = times > now

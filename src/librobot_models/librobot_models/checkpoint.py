@@ -184,3 +184,23 @@ def checkpoint_id(directory: str | Path) -> str:
             raise FileNotFoundError(f"checkpoint file {path} is missing")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+
+def read_checkpoint_header(directory: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint directory, checked to be one, without loading the weights.
+
+    A cheap look for command lines and the policy node's parameter callback (framework, model
+    config with its chunk_size, joint_names, camera_names, rate_hz). ValueError (one line) if
+    `directory` is not a LibroBot checkpoint.
+    """
+    config = Path(directory) / CONFIG_FILE
+    if not config.is_file():
+        raise ValueError(f"{str(directory)!r} is not a checkpoint directory (no {CONFIG_FILE})")
+    try:
+        document = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{config} is unreadable: {err}") from None
+    if not isinstance(document, dict) or any(key not in document for key in _RESERVED):
+        raise ValueError(f"{config} lacks the keys {list(_RESERVED)}; is it a LibroBot checkpoint?")
+    return document

@@ -25,11 +25,15 @@ class ScheduledChunk:
 
 
 def finite_difference_velocities(positions: np.ndarray, period: float) -> np.ndarray:
-    """(T, D) positions sampled every `period` s -> (T, D) velocities (central differences,
-    one-sided at the ends, zero for a single point)."""
+    """(T, D) positions sampled every `period` s -> (T, D) velocities for cubic interpolation:
+    central differences, one-sided at the start, and zero at the last point -- the chunk ends at
+    rest there, and Jazzy's joint_trajectory_controller rejects a trajectory whose last point has
+    a non-zero velocity (unless allow_nonzero_velocity_at_trajectory_end is set)."""
     if len(positions) < 2:
         return np.zeros_like(positions)
-    return np.gradient(positions, period, axis=0)
+    velocities = np.gradient(positions, period, axis=0)
+    velocities[-1] = 0.0
+    return velocities
 
 
 def schedule_chunk(
@@ -63,7 +67,7 @@ def schedule_chunk(
         start_ns=observation_stamp_ns,
         time_from_start=times[keep],
         positions=actions[keep],
-        velocities=velocities[keep],
+        velocities=velocities[keep],  # the last point is always kept: it ends at rest
         dropped_points=int((~keep).sum()),
     )
 

@@ -29,8 +29,8 @@ class _Slot:
 @dataclass(frozen=True)
 class Snapshot:
     observation: dict  # {"images": {cam: (H, W, 3) uint8}, "state": (D,) float32, "instruction": str}
-    stamp_ns: int  # newest stamp among the parts used
-    oldest_stamp_ns: int
+    stamp_ns: int  # the observation's time: the newest camera frame's stamp (the joint state's without cameras)
+    oldest_stamp_ns: int  # the oldest part's stamp
 
 
 class ObservationBuffer:
@@ -81,9 +81,11 @@ class ObservationBuffer:
             raise ObservationNotReady(f"stale input (max age {max_age_s * 1e3:.0f} ms): {ages}")
         images = {cam: self._decode(self._decode_image, cam, parts[cam][0]) for cam in self.cameras}
         state = np.asarray(self._decode(self._decode_state, "state", parts["state"][0]), np.float32)
-        stamps = [s for _, s in parts.values()]
+        # The frames fix what the model saw; the dataset pairs each sample time with the latest
+        # frame at or before it, so the frame's stamp is the time its chunk starts from.
+        frame_stamps = [parts[cam][1] for cam in self.cameras] or [parts["state"][1]]
         return Snapshot(
             observation={"images": images, "state": state, "instruction": self.instruction},
-            stamp_ns=max(stamps),
-            oldest_stamp_ns=min(stamps),
+            stamp_ns=max(frame_stamps),
+            oldest_stamp_ns=min(s for _, s in parts.values()),
         )

@@ -15,18 +15,21 @@ controller holds the last target. `ros2 param set /policy checkpoint <dir>` swap
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -35,45 +38,69 @@ from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.images import decode_image
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
-from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
+from librobot_drivers.trajectory import Trajectory
+from librobot_models.checkpoint import read_checkpoint_header
+from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
+# The instruction also from publishers that do not latch (`ros2 topic pub`'s default QoS): a
+# transient-local subscription never matches a volatile publisher, so a second one listens to them.
+LIVE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def check_checkpoint_dir(path: str) -> str | None:
-    """Why `path` is not a checkpoint directory, or None if it looks like one."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return f"{path!r} is not a checkpoint directory (no config.json)"
-    try:
-        json.loads(config.read_text())
-    except (OSError, ValueError) as err:
-        return f"{config} is unreadable: {err}"
-    return None
+def _integer(description: str, low: int, high: int) -> ParameterDescriptor:
+    return ParameterDescriptor(
+        description=description, integer_range=[IntegerRange(from_value=low, to_value=high, step=1)]
+    )
+
+
+def _seconds(description: str, low: float, high: float) -> ParameterDescriptor:
+    return ParameterDescriptor(
+        description=description,
+        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)],
+    )
+
+
+# name -> (default, descriptor); ranges and read-only flags are enforced by rclpy on every set.
+PARAMETERS = {
+    "embodiment": ("so100", ParameterDescriptor(
+        description="robot embodiment spec: a name (so100) or a YAML path", read_only=True)),
+    "device": ("cpu", ParameterDescriptor(
+        description="torch device the policy runs on (cpu, cuda, cuda:1)", read_only=True)),
+    "checkpoint": ("", ParameterDescriptor(
+        description="checkpoint directory; setting it loads the model and swaps it in live")),
+    # Small policies on a CPU shared with the driver: one thread avoids OpenMP threads waiting on
+    # each other (measured 7x slower steps with 2 threads on a busy 2-core CPU).
+    "torch_threads": (1, _integer("CPU threads for inference (0: torch's default)", 0, 256)),
+    "replan_steps": (4, _integer(
+        "control periods between two inferences; fewer than the checkpoint's chunk length", 1, 1000)),
+    "max_observation_age_s": (0.5, _seconds(
+        "older camera or joint inputs: no new chunk, the arm holds", 0.001, 60.0)),
+    "min_lead_s": (0.0, _seconds(
+        "also drop the chunk's points due sooner than this after publishing (transport delay)",
+        0.0, 10.0)),
+}
 
 
 class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
-        self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
-        self.device = self.declare_parameter("device", "cpu").value
-        # Small policies on a CPU shared with the driver: one thread avoids OpenMP threads
-        # waiting on each other (measured 7x slower steps with 2 threads on a busy 2-core CPU).
-        self.torch_threads = self.declare_parameter("torch_threads", 1).value
-        self.replan_steps = self.declare_parameter("replan_steps", 4).value
-        self.max_age_s = self.declare_parameter("max_observation_age_s", 0.5).value
-        self.min_lead_s = self.declare_parameter("min_lead_s", 0.0).value
-        checkpoint = self.declare_parameter("checkpoint", "").value
-        for name, ok, expected in (
-            ("replan_steps", isinstance(self.replan_steps, int) and self.replan_steps >= 1, "an int >= 1"),
-            ("torch_threads", isinstance(self.torch_threads, int) and self.torch_threads >= 0, "an int >= 0"),
-            ("max_observation_age_s", self.max_age_s > 0, "a number of seconds > 0"),
-        ):
-            if not ok:
-                raise ValueError(f"parameter {name} = {self.get_parameter(name).value!r}: expected {expected}")
+        values = {
+            name: self.declare_parameter(name, default, descriptor).value
+            for name, (default, descriptor) in PARAMETERS.items()
+        }
+        self.spec = load_embodiment(values["embodiment"])
+        self.device = values["device"]
+        self.torch_threads = values["torch_threads"]
+        self.replan_steps = values["replan_steps"]
+        self.max_age_s = values["max_observation_age_s"]
+        self.min_lead_s = values["min_lead_s"]
 
         self.policy = None
-        self._pending_checkpoint: str | None = checkpoint or None
+        self._pending_checkpoint: str | None = values["checkpoint"] or None
+        self._threads_applied = -1  # torch_threads as last applied on the inference thread
+        self._last_chunk: ScheduledChunk | None = None  # the chunk the controller follows
+        self._holding = False
         self._sequence = 0
         self._latency = LatencyWindow()
         self._state, self._message = PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded"
@@ -90,9 +117,8 @@ class PolicyNode(Node):
             JointState, self.spec.topic("joint_states"), self._on_joint_state,
             qos_profile_sensor_data,
         )
-        self.create_subscription(
-            String, self.spec.topic("instruction"), self._on_instruction, LATCHED
-        )
+        for qos in (LATCHED, LIVE):
+            self.create_subscription(String, self.spec.topic("instruction"), self._on_instruction, qos)
         self.create_subscription(
             EpisodeEvent, self.spec.topic("episode_events"), self._on_episode_event,
             EPISODE_EVENTS,
@@ -117,42 +143,66 @@ class PolicyNode(Node):
 
     # -- model loading ---------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == "checkpoint" and param.value:
-                problem = check_checkpoint_dir(param.value)
-                if problem:
-                    return SetParametersResult(successful=False, reason=problem)
-                self._pending_checkpoint = param.value
-            elif param.name in ("embodiment", "device"):
-                return SetParametersResult(
-                    successful=False, reason=f"{param.name} is fixed at start-up"
-                )
+        """Check every change (rclpy already enforced types, ranges and read-only flags), then
+        apply them all: each parameter takes effect live, or the set is refused with the reason."""
+        changes = {param.name: param.value for param in params}
+        checkpoint = changes.get("checkpoint")
+        replan = changes.get("replan_steps", self.replan_steps)
+        problem = None
+        if checkpoint:
+            problem = self._checkpoint_problem(checkpoint, replan)
+        elif self.policy is not None and replan >= self.policy.chunk_size:
+            problem = (f"replan_steps {replan}: the loaded chunks have {self.policy.chunk_size} "
+                       f"steps; expected 1 to {self.policy.chunk_size - 1}")
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        if checkpoint:
+            self._pending_checkpoint = checkpoint  # loaded by the inference thread
+        self.replan_steps = changes.get("replan_steps", self.replan_steps)
+        self.max_age_s = changes.get("max_observation_age_s", self.max_age_s)
+        self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
+        self.torch_threads = changes.get("torch_threads", self.torch_threads)  # applied per tick
         return SetParametersResult(successful=True)
 
-    def _load(self, path: str) -> None:
-        import torch
+    def _apply_torch_threads(self) -> None:
+        if self.torch_threads != self._threads_applied:
+            import torch
 
+            if self.torch_threads > 0:
+                torch.set_num_threads(self.torch_threads)
+            self._threads_applied = self.torch_threads
+
+    def _checkpoint_problem(self, path: str, replan_steps: int) -> str | None:
+        """Why the checkpoint in `path` cannot drive this robot (None if it can), from its
+        config.json alone: fast enough for the parameter callback."""
+        try:
+            header = read_checkpoint_header(path)
+        except ValueError as err:
+            return str(err)
+        joints, cameras = header.get("joint_names"), header.get("camera_names", [])
+        chunk = header["model"].get("chunk_size", 0)
+        if not header.get("rate_hz") or not joints:
+            return f"{path}: the checkpoint records no rate_hz or joint_names"
+        if list(joints) != self.spec.joint_names:
+            return (f"{path}: checkpoint joints {list(joints)} differ from the {self.spec.name} "
+                    f"joints {self.spec.joint_names}")
+        unknown = [cam for cam in cameras if cam not in self.spec.camera_names]
+        if unknown:
+            return f"{path}: cameras {unknown} are not {self.spec.name} cameras {self.spec.camera_names}"
+        if replan_steps >= chunk:
+            return (f"{path}: its chunks have {chunk} steps, replan_steps is {replan_steps} (expected "
+                    "fewer than the chunk, so a new chunk comes before the last one ends)")
+        return None
+
+    def _load(self, path: str) -> None:
         from librobot_models.policy import Policy  # torch is imported here, not at node start
 
-        if self.torch_threads > 0:
-            torch.set_num_threads(self.torch_threads)
-
+        self._apply_torch_threads()
         try:
+            problem = self._checkpoint_problem(path, self.replan_steps)
+            if problem:
+                raise ValueError(problem)
             policy = Policy.from_checkpoint(path, device=self.device)
-            if not policy.rate_hz or not policy.joint_names:
-                raise ValueError("the checkpoint records no rate_hz or joint_names")
-            if list(policy.joint_names) != self.spec.joint_names:
-                raise ValueError(
-                    f"checkpoint joints {list(policy.joint_names)} differ from the "
-                    f"{self.spec.name} joints {self.spec.joint_names}"
-                )
-            for cam in policy.camera_names:
-                self.spec.camera(cam)
-            if self.replan_steps >= policy.chunk_size:
-                raise ValueError(
-                    f"its chunks have {policy.chunk_size} steps, replan_steps is {self.replan_steps} "
-                    f"(expected fewer than the chunk, so a new chunk comes before the last one ends)"
-                )
         except Exception as err:  # keep running with the previous policy, say why
             self._set_state(PolicyStatus.STATE_ERROR, f"could not load {path}: {err}")
             self.get_logger().error(self._message)
@@ -234,11 +284,13 @@ class PolicyNode(Node):
             self._load(path)
         if self.policy is None:
             return
+        self._apply_torch_threads()
         if self._reset_requested:
             self._reset_requested = False
             self.policy.reset()
             self._buffer.clear()
             self._ticks_to_inference = 0
+            self._last_chunk = None  # the driver reset the robot and holds it
         if self._ticks_to_inference > 0:
             self._ticks_to_inference -= 1
             if self.policy.observation_history > 1:
@@ -248,6 +300,7 @@ class PolicyNode(Node):
         try:
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
         except ObservationNotReady as why:
+            self._hold(now_ns)
             self._set_state(PolicyStatus.STATE_HOLDING if self._sequence else
                             PolicyStatus.STATE_WAITING, str(why))
             return
@@ -255,6 +308,7 @@ class PolicyNode(Node):
         try:
             actions = self.policy.infer(self._with_time(snapshot))["actions"]
         except ValueError as err:  # bad observation: hold, keep running
+            self._hold(self.get_clock().now().nanoseconds)
             self._set_state(PolicyStatus.STATE_HOLDING, f"rejected observation: {err}")
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
             return
@@ -266,6 +320,7 @@ class PolicyNode(Node):
             self.spec.lower_limits, self.spec.upper_limits,
         )
         if chunk is None:
+            self._hold(now_ns)
             self._set_state(PolicyStatus.STATE_HOLDING, "inference slower than the whole chunk")
             return
         trajectory = messages.trajectory_msg(
@@ -273,10 +328,26 @@ class PolicyNode(Node):
             chunk.velocities,
         )
         self._trajectory_pub.publish(trajectory)
+        self._last_chunk, self._holding = chunk, False
         self._ticks_to_inference = self.replan_steps - 1
         self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
         self._publish_chunk(trajectory, latency_ms)
         self._set_state(PolicyStatus.STATE_RUNNING, "")
+
+    def _hold(self, now_ns: int) -> None:
+        """Stop the arm where the last chunk has it now, once: without this the controller would
+        play the rest of that chunk open loop (up to its length) on inputs that went stale.
+        A one-point trajectory at rest, which every joint_trajectory_controller version holds."""
+        chunk = self._last_chunk
+        if chunk is None or self._holding:
+            return
+        times = chunk.start_ns * 1e-9 + chunk.time_from_start
+        position, _ = Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)
+        period = 1.0 / self.policy.rate_hz
+        self._trajectory_pub.publish(messages.trajectory_msg(
+            self.spec.joint_names, now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof))))
+        self._holding = True
+        self.get_logger().warn("inputs not ready: holding the arm where it is", throttle_duration_sec=2.0)
 
     @staticmethod
     def _with_time(snapshot) -> dict:

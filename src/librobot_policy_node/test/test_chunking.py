@@ -70,6 +70,20 @@ def test_snapshot_uses_latest_and_counts_dropped_camera_frames():
         buffer.snapshot(105 * MS, 0.5)
 
 
+def test_snapshot_time_is_the_frame_the_model_sees_not_the_newer_joint_state():
+    buffer = make_buffer()
+    buffer.put("front", np.zeros((2, 2, 3), np.uint8), 100 * MS)
+    buffer.put("state", [0.0], 190 * MS)  # joint states run at 100 Hz, frames at 10 Hz
+    snap = buffer.snapshot(195 * MS, 0.5)
+    assert snap.stamp_ns == 100 * MS and snap.oldest_stamp_ns == 100 * MS
+
+
+def test_chunks_end_at_rest_as_jazzy_joint_trajectory_controller_requires():
+    actions = np.linspace(0.0, 1.0, 10)[:, None]  # still moving at the last point
+    chunk = schedule_chunk(actions, 0, 0, 0.1)
+    assert np.all(chunk.velocities[-1] == 0.0) and np.all(chunk.velocities[:-1] > 0.0)
+
+
 def test_latency_window_percentiles():
     window = LatencyWindow(size=100)
     for v in range(1, 101):

@@ -1,4 +1,4 @@
-"""rosbag2 -> HDF5 conversion on real recordings (shared fixtures) and on small bags written here.
+"""rosbag2 -> HDF5 conversion on real recordings (fixtures/) and on small bags written here.
 
 The fixtures were recorded by the real `ros2 bag record` (see fixtures/rosbag2/README.md): every raw
 front image carries its header stamp in its first 8 bytes, and joint positions follow known sine
@@ -34,9 +34,8 @@ from librobot_training.bag_to_hdf5 import (
     message_to_rgb,
 )
 
-# The shared fixtures live beside the repository (../shared), in CI too.
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = Path(os.environ.get("LIBROBOT_ROSBAG_FIXTURES", REPO.parent / "shared/fixtures/rosbag2"))
+# Recorded by the real `ros2 bag record`; shipped with the tests (fixtures/rosbag2/README.md).
+FIXTURES = Path(os.environ.get("LIBROBOT_ROSBAG_FIXTURES", Path(__file__).parent / "fixtures/rosbag2"))
 BAGS = {"mcap": FIXTURES / "so100_demo_mcap", "sqlite3": FIXTURES / "so100_demo_sqlite3"}
 CAMERAS = {"front": "/camera/front/image_raw", "wrist": "/camera/wrist/image_raw/compressed"}
 CAMERA_ARGS = [f"--camera={name}={topic}" for name, topic in CAMERAS.items()]

@@ -1,0 +1,120 @@
+"""A robot with a VLA policy: `ros2 launch librobot_bringup robot.launch.py robot:=so100`.
+
+The per-robot launch files (so100.launch.py) are this one with `robot` set. Everything
+robot-specific is found by name: the embodiment spec config/embodiments/<robot>.yaml, the
+description description/urdf/<robot>.urdf.xacro and config/<robot>_controllers.yaml (package
+librobot_drivers), the node parameters config/<robot>_policy.yaml and config/<robot>_sim.yaml,
+the RViz config config/<robot>.rviz and the shipped checkpoint checkpoints/act_<robot> (package
+librobot_bringup).
+
+Modes:
+  use_sim:=true  (default)  the MuJoCo twin is the robot (driver node, robot <robot>_sim);
+      use_ros2_control:=false (default) the driver follows the policy's trajectories itself,
+      with joint_trajectory_controller's semantics; use_ros2_control:=true puts the real
+      controller_manager and joint_trajectory_controller between them (the twin is the hardware
+      behind the topic-based hardware interface).
+  use_sim:=false            ros2_control on the description: use_mock_hardware:=true (default)
+      mock_components/GenericSystem, false the servos through the topic-based hardware interface
+      (a driver node serves its topics); cameras from v4l2_camera (camera_driver:=v4l2), or
+      camera_driver:=none when something else publishes the camera topics.
+"""
+
+from pathlib import Path
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch.substitutions import Command, LaunchConfiguration
+
+ARGUMENTS = {
+    "robot": ("so100", "robot name: its embodiment, description and configs are found by it"),
+    "use_sim": ("true", "MuJoCo twin (true) or the real robot / mock hardware (false)"),
+    "use_ros2_control": ("false", "with use_sim:=true: the twin behind controller_manager and "
+                         "the real joint_trajectory_controller (always on with use_sim:=false)"),
+    "use_mock_hardware": ("true", "with use_sim:=false: mock_components instead of the servos"),
+    "camera_driver": ("v4l2", "with use_sim:=false: v4l2 (v4l2_camera per camera of the "
+                      "embodiment) or none (the camera topics come from elsewhere)"),
+    "checkpoint": ("", "policy checkpoint directory (empty: the shipped checkpoints/act_<robot>)"),
+    "episodes": ("-1", "simulation: episodes to run (-1: until stopped, 0: none, the scene runs freely)"),
+    "rviz": ("true", "start RViz"),
+}
+
+
+def _flag(context: LaunchContext, name: str) -> bool:
+    value = LaunchConfiguration(name).perform(context).strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"launch argument {name}:={value!r}: expected true or false")
+    return value == "true"
+
+
+def _nodes(context: LaunchContext) -> list:
+    robot = LaunchConfiguration("robot").perform(context)
+    use_sim, use_rviz = _flag(context, "use_sim"), _flag(context, "rviz")
+    use_ros2_control = not use_sim or _flag(context, "use_ros2_control")
+    # the twin behind ros2_control speaks the topic-based hardware interface, like the servos
+    mock_hardware = _flag(context, "use_mock_hardware") and not use_sim
+    drivers = Path(get_package_share_directory("librobot_drivers"))
+    bringup = Path(get_package_share_directory("librobot_bringup"))
+    spec = yaml.safe_load((drivers / "config" / "embodiments" / f"{robot}.yaml").read_text())
+    checkpoint = LaunchConfiguration("checkpoint").perform(context) or str(
+        bringup / "checkpoints" / f"act_{robot}")
+
+    description = ParameterValue(
+        Command(["xacro ", str(drivers / "description" / "urdf" / f"{robot}.urdf.xacro"),
+                 " use_mock_hardware:=", str(mock_hardware).lower()]),
+        value_type=str)
+    nodes = [
+        Node(package="robot_state_publisher", executable="robot_state_publisher",
+             parameters=[{"robot_description": description}]),
+        Node(package="librobot_policy_node", executable="policy_node", name="policy",
+             parameters=[str(bringup / "config" / f"{robot}_policy.yaml"),
+                         {"checkpoint": checkpoint}],
+             output="screen"),
+    ]
+    if use_sim:
+        nodes.append(Node(
+            package="librobot_drivers", executable="driver_node", name="driver",
+            parameters=[str(bringup / "config" / f"{robot}_sim.yaml"), {
+                "embodiment": robot,
+                "episodes": int(LaunchConfiguration("episodes").perform(context)),
+                "command_interface": "joint_commands" if use_ros2_control else "trajectory",
+            }],
+            output="screen"))
+    elif not mock_hardware:
+        nodes.append(Node(
+            package="librobot_drivers", executable="driver_node", name="driver",
+            parameters=[{"robot": robot, "embodiment": robot, "command_interface": "joint_commands"}],
+            output="screen"))
+    if use_ros2_control:
+        controllers = str(drivers / "config" / f"{robot}_controllers.yaml")
+        nodes += [
+            # controller_manager takes the URDF from /robot_description (robot_state_publisher)
+            Node(package="controller_manager", executable="ros2_control_node",
+                 parameters=[controllers], output="screen"),
+            Node(package="controller_manager", executable="spawner",
+                 arguments=["joint_state_broadcaster", spec["controller"]["name"],
+                            "--controller-manager", "/controller_manager"]),
+        ]
+    if not use_sim and LaunchConfiguration("camera_driver").perform(context) == "v4l2":
+        for index, camera in enumerate(c for c in spec.get("cameras", ()) if not c.get("optional")):
+            nodes.append(Node(
+                package="v4l2_camera", executable="v4l2_camera_node", name=f"{camera['name']}_camera",
+                parameters=[{"video_device": camera.get("device", f"/dev/video{index}"),
+                             "output_encoding": "rgb8",
+                             "camera_frame_id": f"{camera['name']}_camera"}],
+                remappings=[("image_raw", camera["topic"])]))
+    if use_rviz:
+        nodes.append(Node(package="rviz2", executable="rviz2",
+                          arguments=["-d", str(bringup / "config" / f"{robot}.rviz")]))
+    return nodes
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        *(DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, (default, text) in ARGUMENTS.items()),
+        OpaqueFunction(function=_nodes),
+    ])
