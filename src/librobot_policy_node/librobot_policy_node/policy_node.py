@@ -162,6 +162,7 @@ class PolicyNode(Node):
         self.max_age_s = changes.get("max_observation_age_s", self.max_age_s)
         self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
         self.torch_threads = changes.get("torch_threads", self.torch_threads)  # applied per tick
+        self.get_logger().info("set " + ", ".join(f"{name} {value}" for name, value in changes.items()))
         return SetParametersResult(successful=True)
 
     def _apply_torch_threads(self) -> None:
@@ -248,6 +249,8 @@ class PolicyNode(Node):
         self._put("state", msg)
 
     def _on_instruction(self, msg: String) -> None:
+        if msg.data != self._instruction:
+            self.get_logger().info(f"instruction: {msg.data!r}")
         self._instruction = msg.data
         if self._buffer is not None:
             self._buffer.instruction = msg.data
