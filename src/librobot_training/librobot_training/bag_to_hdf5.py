@@ -2,22 +2,27 @@
 
     python -m librobot_training.bag_to_hdf5 BAG [BAG ...] --output DIR [--embodiment so100] [--rate HZ]
         [--camera NAME[=TOPIC] ...] [--time-source header|receive] [--max-age S]
-        [--action-source auto|command|next_state] [--compression none|lzf|gzip] [--sim]
+        [--action-source auto|command|measured] [--compression none|lzf|gzip] [--sim]
         [--overwrite] [--no-progress]
 
 What it does, in order:
 
 1. read each bag once (``rosbags``; message types come from the definitions stored in the bag, so
    ``librobot_msgs``/``control_msgs`` types need no ROS install) and keep, per topic, the stamps and
-   the small payloads; image messages are kept undecoded (a zero-copy view of the raw bytes);
+   the small payloads; image messages are kept undecoded (a zero-copy view of the raw bytes).
+   A bag its recorder did not close (killed: no metadata.yaml, an MCAP file without its end) is
+   read as far as its messages are complete, with one warning line saying what was lost; its
+   episodes end where every sampled stream is still complete, and dataset.json marks them
+   ``"truncated": true``;
 2. split the bag into episodes at ``librobot_msgs/msg/EpisodeEvent`` START/END messages (no events:
    the whole bag is one episode);
 3. sample every episode on a fixed grid at ``rate`` Hz that starts when every required stream has a
    sample: for each grid time ``t`` and stream, the latest message with time <= t (never a future
    one); a grid step where a stream's newest message is older than its maximum age is skipped and
    counted as dropped for that stream;
-4. the action at ``t`` is the commanded JointTrajectory (as-of ``t``) evaluated at ``t``, or the
-   next joint state when there is no command topic;
+4. the action at ``t`` is the setpoint for time ``t``: the commanded JointTrajectory (as-of ``t``)
+   evaluated at ``t``, or, without a command topic (``measured``), the measured joint positions
+   at ``t`` (the observation's own);
 5. decode only the selected images and write ``episode_NNNNNN.hdf5`` files atomically (temporary
    name, then ``os.replace``) plus ``dataset.json``.
 
@@ -31,18 +36,21 @@ Layout of one episode file (T frames, D joints, readable by plain h5py)::
     /timestamps/sample_ns                                           (T,) int64 grid times
     /timestamps/joint_states/{header_ns,receive_ns}                 (T,) int64
     /timestamps/images/<cam>/{header_ns,receive_ns}                 (T,) int64
-    /timestamps/action/{header_ns,receive_ns}                       (T,) int64, -1 if not applicable
+    /timestamps/action/{header_ns,receive_ns}                       (T,) int64 of the command, or
+                                                                    of the joint state (measured)
 
 All times are int64 nanoseconds on the bag's clock. Pure Python: no rclpy, no message packages.
-The stages live in librobot_training.conversion (base, messages, sync, reading, writing); this
-module runs them (convert) and is the command line (main).
+The stages live in librobot_training.conversion (base, messages, sync, reading, unclosed,
+writing); this module runs them (convert) and is the command line (main).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import logging
 import signal
 import sys
 import threading
@@ -71,7 +79,7 @@ from librobot_training.conversion.sync import (
     as_of,
     default_max_age_ns,
     make_grid,
-    next_state_actions,
+    measured_actions,
     plan_episode,
     split_episodes,
 )
@@ -93,11 +101,14 @@ __all__ = [
     "message_to_rgb",
     "main",
     "make_grid",
-    "next_state_actions",
+    "measured_actions",
     "plan_episode",
     "read_bag",
     "split_episodes",
 ]
+
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,13 +150,15 @@ class ConversionOptions:
 
 @dataclass
 class ConversionSummary:
-    """What convert() wrote, and how fast it read the bags."""
+    """What convert() wrote, how fast it read the bags, and the warnings it logged (one line per
+    bag its recorder did not close)."""
 
     output: Path
     dataset: dict
     messages: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def episodes(self) -> list[dict]:
@@ -176,28 +189,44 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _episode_plans(
     rec: Recording, rate_hz: float, options: ConversionOptions, use_command: bool
-) -> list[tuple[EpisodeWindow, EpisodePlan]]:
-    """Plan every episode of a bag before writing any, so a bad bag leaves no files."""
+) -> tuple[list[tuple[EpisodeWindow, EpisodePlan]], list[str]]:
+    """Plan every episode of a bag before writing any, so a bad bag leaves no files.
+
+    Returns the plans and the labels of the episodes skipped. In a truncated bag every episode
+    ends by the time all sampled streams are complete (Recording.complete_until_ns), so its frames
+    are those the whole bag would give; an episode that has no complete sample before then is
+    skipped, unless no episode is left.
+    """
     sensors = rec.sensors()
     if options.max_age_s is not None:
         max_age = {name: int(round(options.max_age_s * 1e9)) for name in sensors}
     else:
         max_age = {name: default_max_age_ns(s, rate_hz) for name, s in sensors.items()}
-    plans = []
+    complete_until = rec.complete_until_ns(use_command)
+    recorded_from = int(rec.joint_states.time_ns[0]) if len(rec.joint_states) else complete_until
+    plans, skipped, failure = [], [], None
     for number, window in enumerate(split_episodes(rec.events)):
+        label = f"episode {window.source_index if window.source_index is not None else number}"
+        if window.end_ns < recorded_from:
+            # Its events came from the topic's transient-local history: a recorder started late
+            # (`ros2 bag record` of a running system) stores episodes that ended before it.
+            skipped.append(f"{label} (ended before the recording)")
+            continue
+        cut = dataclasses.replace(window, end_ns=min(window.end_ns, complete_until))
         try:
             plan = plan_episode(
-                sensors, window, rate_hz, max_age, rec.command if use_command else None
+                sensors, cut, rate_hz, max_age, rec.command if use_command else None
             )
         except ConversionError as err:
-            label = (
-                f"episode {window.source_index}"
-                if window.source_index is not None
-                else f"episode {number}"
-            )
-            raise ConversionError(f"bag {rec.path}, {label}: {err}") from None
+            failure = ConversionError(f"bag {rec.path}, {label}: {err}")
+            if cut.end_ns == window.end_ns:  # not shortened by the end of a truncated bag
+                raise failure from None
+            skipped.append(label)
+            continue
         plans.append((window, plan))
-    return plans
+    if not plans:  # every episode was skipped: report the last one's failure
+        raise failure
+    return plans, skipped
 
 
 def _write_bag_episodes(
@@ -210,7 +239,7 @@ def _write_bag_episodes(
 ) -> None:
     """Write one file per planned episode, numbering on from ``dataset["episodes"]``, and keep
     ``output``/dataset.json listing exactly the files written so far."""
-    action_source = "command" if rec.command is not None else "next_state"
+    action_source = "command" if rec.command is not None else "measured"
     compression = None if options.compression == "none" else options.compression
     topics = {name: s.topic for name, s in rec.sensors().items()}
     if rec.command is not None:
@@ -248,6 +277,8 @@ def _write_bag_episodes(
                 "topics": topics,
                 "start_ns": int(plan.sample_ns[0]),
                 "end_ns": int(plan.sample_ns[-1]),
+                "truncated": rec.truncation is not None,
+                "truncation": rec.truncation,
             }
         )
         _write_json(output / "dataset.json", dataset)
@@ -269,8 +300,10 @@ def convert(
     """Convert ``bags`` into ``output``/episode_NNNNNN.hdf5 + dataset.json; return a summary.
 
     Episodes are numbered across bags in order; every bag is read and planned before any of its
-    files is written. Raises ConversionError (one line) on user errors; files already complete
-    stay valid and dataset.json always lists exactly the written episodes.
+    files is written. A bag its recorder did not close is converted as far as it is complete and
+    logs one warning line (also kept in the summary's ``warnings``). Raises ConversionError (one
+    line) on user errors; files already complete stay valid and dataset.json always lists exactly
+    the written episodes.
     """
     if not bags:
         raise ConversionError("no bags given")
@@ -305,7 +338,17 @@ def convert(
         dataset["camera_names"] = list(rec.cameras)
         summary.messages += rec.message_count
         summary.bytes_read += rec.bytes_read
-        plans = _episode_plans(rec, rate_hz, options, rec.command is not None)
+        plans, skipped = _episode_plans(rec, rate_hz, options, rec.command is not None)
+        if rec.truncation is not None or skipped:
+            notes = [rec.truncation] if rec.truncation is not None else []
+            if skipped:
+                notes.append(
+                    f"{', '.join(skipped)} had no complete sample in the recording and "
+                    f"{'was' if len(skipped) == 1 else 'were'} skipped"
+                )
+            warning = f"bag {rec.path}: " + "; ".join(notes)
+            LOG.warning(warning)
+            summary.warnings.append(warning)
         output.mkdir(parents=True, exist_ok=True)
         for path in stale:  # only once a bag proved convertible
             path.unlink(missing_ok=True)
@@ -376,8 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--action-source",
         choices=ACTION_SOURCES,
         default="auto",
-        help="command: the commanded trajectory; next_state: the next joint positions; "
-        "auto: command if the command topic is recorded (default)",
+        help="the action at each sample t is the setpoint for time t: command: the commanded "
+        "trajectory evaluated at t; measured: the joint positions measured at t; "
+        "auto: command if the command topic is recorded, else measured (default)",
     )
     parser.add_argument(
         "--overwrite",
@@ -430,11 +474,24 @@ def _signals_stop_at_safe_points() -> Iterator[None]:
         STOP_REQUESTED.clear()
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Within the block, this module's warnings are printed to stderr as ``warning: ...`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    LOG.addHandler(handler)
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns 0 on success, 2 on a conversion error, 130 when interrupted."""
     args = build_parser().parse_args(argv)
     try:
-        with _signals_stop_at_safe_points():
+        with _signals_stop_at_safe_points(), _warnings_to_stderr():
             summary = convert(args.bags, args.output, _options_from_args(args))
     except ConversionError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,9 +8,11 @@ formulas, so synchronisation can be checked against ground truth rather than aga
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from librobot_training.bag_to_hdf5 import (
     make_grid,
     message_to_rgb,
 )
+from librobot_training.conversion.unclosed import storage_files
 
 # Recorded by the real `ros2 bag record`; shipped with the tests (fixtures/rosbag2/README.md).
 FIXTURES = Path(os.environ.get("LIBROBOT_ROSBAG_FIXTURES", Path(__file__).parent / "fixtures/rosbag2"))
@@ -511,16 +514,19 @@ def test_main_converts_and_prints_throughput(tmp_path, capsys):
             "--no-progress",
             *CAMERA_ARGS,
             "--action-source",
-            "next_state",
+            "measured",
         ]
     )
     assert code == 0
     assert "wrote 1 episodes" in capsys.readouterr().out
     data = h5(tmp_path / "episode_000000.hdf5")
-    qpos, action = data["observations/qpos"], data["action"]
-    np.testing.assert_array_equal(action[:-1], qpos[1:])
-    np.testing.assert_array_equal(action[-1], qpos[-1])
-    assert np.all(data["timestamps/action/header_ns"] == -1)
+    # the setpoint for time t is the position measured at t: the observation's own
+    np.testing.assert_array_equal(data["action"], data["observations/qpos"])
+    for stamp in ("header_ns", "receive_ns"):
+        np.testing.assert_array_equal(
+            data[f"timestamps/action/{stamp}"], data[f"timestamps/joint_states/{stamp}"]
+        )
+    assert data["attrs"]["action_source"] == "measured"
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,14 +551,21 @@ def test_missing_topic_names_it_and_lists_the_topics_present(tmp_path):
 
 
 @needs_fixtures
-@pytest.mark.parametrize("fmt, suffix", [("mcap", ".mcap"), ("sqlite3", ".db3")])
-def test_truncated_bag_is_reported_and_leaves_no_output(tmp_path, fmt, suffix):
+@pytest.mark.parametrize(
+    "fmt, suffix, keep",
+    [
+        ("sqlite3", ".db3", lambda data: data[: len(data) // 3]),  # sqlite: "malformed"
+        ("mcap", ".mcap", lambda data: data[:20]),  # cut inside the MCAP header record
+        ("mcap", ".mcap", lambda data: bytes(reversed(data))),  # not MCAP at all
+    ],
+    ids=["sqlite3-cut", "mcap-cut-in-header", "mcap-garbage"],
+)
+def test_unreadable_bag_is_reported_and_leaves_no_output(tmp_path, fmt, suffix, keep):
     bag = tmp_path / "bag"
     shutil.copytree(BAGS[fmt], bag)
     (data_file,) = bag.glob(f"*{suffix}")
     data_file.chmod(0o644)
-    content = data_file.read_bytes()
-    data_file.write_bytes(content[: len(content) // 3])
+    data_file.write_bytes(keep(data_file.read_bytes()))
     out = tmp_path / "out"
     with pytest.raises(ConversionError, match="corrupt or truncated") as err:
         convert([bag], out, ConversionOptions(cameras=CAMERAS), spec=SPEC)
@@ -669,6 +682,221 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# bags their recorder did not close: converted as far as complete, with one warning line
+# --------------------------------------------------------------------------------------------
+def mcap_summary_start(data: bytes) -> int:
+    """Offset of a closed MCAP file's summary section, read from its footer record (the 37 bytes
+    before the end: opcode, length, summary start, summary offset start, crc, closing magic)."""
+    assert data[-8:] == b"\x89MCAP0\r\n"
+    return struct.unpack_from("<Q", data, len(data) - 37 + 9)[0]
+
+
+def assert_frames_are_a_prefix(part: dict, whole: dict) -> None:
+    """Every array of episode ``part`` equals the first frames of the same array of ``whole``."""
+    assert part.keys() == whole.keys()
+    frames = len(part["timestamps/sample_ns"])
+    assert 0 < frames <= len(whole["timestamps/sample_ns"])
+    for key in whole:
+        if key not in ("attrs", "chunks"):
+            np.testing.assert_array_equal(part[key], whole[key][:frames], err_msg=key)
+
+
+def bag_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "librobot_training.bag_to_hdf5" and r.levelno == logging.WARNING
+    ]
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    "layout, cut",
+    [
+        ("directory", 0.5),  # inside an (uncompressed) chunk: its complete messages are kept
+        ("directory", "summary"),  # the whole data section, no summary, footer or closing magic
+        ("directory without metadata.yaml", 0.35),  # what a killed recorder leaves
+        ("file", 0.75),  # the .mcap given on its own
+    ],
+)
+def test_mcap_cut_short_converts_what_is_complete_with_one_warning(
+    fixture_outputs, tmp_path, caplog, layout, cut
+):
+    caplog.set_level(logging.WARNING)
+    bag = tmp_path / "bag"
+    shutil.copytree(BAGS["mcap"], bag)
+    (mcap,) = bag.glob("*.mcap")
+    mcap.chmod(0o644)
+    data = mcap.read_bytes()
+    end = mcap_summary_start(data) if cut == "summary" else int(len(data) * cut)
+    mcap.write_bytes(data[:end])
+    if layout == "directory without metadata.yaml":
+        (bag / "metadata.yaml").unlink()
+    source = mcap if layout == "file" else bag
+    out = tmp_path / "out"
+
+    summary = convert([source], out, ConversionOptions(cameras=CAMERAS), spec=SPEC)
+
+    full = fixture_outputs["mcap"]
+    part = h5(out / "episode_000000.hdf5")
+    assert_frames_are_a_prefix(part, full["data"])
+    (warning,) = bag_warnings(caplog)
+    assert warning.startswith(f"bag {source}: ") and "\n" not in warning
+    assert summary.warnings == [warning]
+    if cut == "summary":
+        assert "no summary or footer; all its 406 messages were read" in warning
+        assert summary.messages == 406
+    else:
+        assert f"truncated MCAP {mcap.name}: read " in warning and "was unreadable" in warning
+        assert 0 < summary.messages < 406
+        assert len(part["timestamps/sample_ns"]) < len(full["data"]["timestamps/sample_ns"])
+    assert ("no metadata.yaml" in warning) == (layout == "directory without metadata.yaml")
+    (episode,) = json.loads((out / "dataset.json").read_text())["episodes"]
+    assert episode["truncated"] is True and episode["truncation"] in warning
+    assert episode["frames"] == len(part["timestamps/sample_ns"])
+
+
+@needs_fixtures
+def test_sqlite3_bag_without_metadata_yaml_converts_with_one_warning(
+    fixture_outputs, tmp_path, caplog
+):
+    caplog.set_level(logging.WARNING)
+    bag = tmp_path / "bag"
+    shutil.copytree(BAGS["sqlite3"], bag)
+    (bag / "metadata.yaml").unlink()  # rosbag2 writes it only when it closes the bag
+    out = tmp_path / "out"
+
+    summary = convert([bag], out, ConversionOptions(cameras=CAMERAS), spec=SPEC)
+
+    assert summary.messages == 406  # the database itself is complete
+    assert_frames_are_a_prefix(h5(out / "episode_000000.hdf5"), fixture_outputs["sqlite3"]["data"])
+    assert bag_warnings(caplog) == [
+        f"bag {bag}: no metadata.yaml (its recorder did not close it); "
+        "read so100_demo_sqlite3_0.db3 directly"
+    ]
+    (episode,) = json.loads((out / "dataset.json").read_text())["episodes"]
+    assert episode["truncated"] is True and "no metadata.yaml" in episode["truncation"]
+
+
+@needs_fixtures
+def test_a_write_ahead_log_left_next_to_the_database_is_reported_as_not_read(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    bag = tmp_path / "bag"
+    shutil.copytree(BAGS["sqlite3"], bag)
+    (bag / "metadata.yaml").unlink()
+    (bag / "so100_demo_sqlite3_0.db3-wal").write_bytes(b"\0" * 4096)  # rosbags reads the db only
+    convert([bag], tmp_path / "out", ConversionOptions(cameras=CAMERAS), spec=SPEC)
+    (warning,) = bag_warnings(caplog)
+    assert warning.endswith(
+        "; its write-ahead log so100_demo_sqlite3_0.db3-wal (4096 bytes) was not read"
+    )
+
+
+def test_storage_files_are_in_recording_order(tmp_path):
+    names = ["rec_10.mcap", "rec_2.mcap", "rec_0.mcap", "rec_1.mcap", "notes.txt", "other.db3"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in storage_files(tmp_path)] == [
+        "other.db3", "rec_0.mcap", "rec_1.mcap", "rec_2.mcap", "rec_10.mcap"
+    ]  # fmt: skip
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fmt, suffix", [("mcap", ".mcap"), ("sqlite3", ".db3")])
+def test_a_closed_storage_file_given_directly_converts_like_its_bag(
+    fixture_outputs, tmp_path, caplog, fmt, suffix
+):
+    caplog.set_level(logging.WARNING)
+    (storage,) = BAGS[fmt].glob(f"*{suffix}")
+    convert([storage], tmp_path, ConversionOptions(cameras=CAMERAS), spec=SPEC)
+    data, whole = h5(tmp_path / "episode_000000.hdf5"), fixture_outputs[fmt]["data"]
+    assert len(data["timestamps/sample_ns"]) == len(whole["timestamps/sample_ns"])
+    assert_frames_are_a_prefix(data, whole)
+    assert bag_warnings(caplog) == []
+    (episode,) = json.loads((tmp_path / "dataset.json").read_text())["episodes"]
+    assert episode["truncated"] is False and episode["truncation"] is None
+
+
+@needs_fixtures
+def test_main_prints_the_warning_as_one_line_on_stderr(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    shutil.copytree(BAGS["mcap"], bag)
+    (mcap,) = bag.glob("*.mcap")
+    mcap.chmod(0o644)
+    mcap.write_bytes(mcap.read_bytes()[:1_000_000])
+    (bag / "metadata.yaml").unlink()
+    code = main(
+        [str(bag), "-o", str(tmp_path / "out"), "--embodiment", str(SO100_YAML), "--no-progress",
+         *CAMERA_ARGS]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0 and "wrote 1 episodes" in captured.out
+    assert captured.err.startswith(f"warning: bag {bag}: no metadata.yaml") and (
+        captured.err.count("\n") == 1
+    )
+    assert "truncated MCAP" in captured.err and "bytes) was unreadable" in captured.err
+
+
+def test_episode_without_a_complete_sample_before_the_cut_is_skipped(tmp_path, caplog):
+    """The last episode starts after the camera's last message: in a closed bag that is an error
+    (the camera has no message in it); in a truncated bag, that episode is what was lost."""
+    caplog.set_level(logging.WARNING)
+    messages = synthetic_messages(seconds=5.05, events=False)  # camera until 5.00 s, joints 5.04 s
+    for rel, args in ((0.5, (0, 0, 7, "stack")), (2.9, (1, 0, 7, "", True)), (5.02, (0, 1, 8))):
+        t = T0 + int(rel * S)
+        messages.append(
+            ("/episode_events", "librobot_msgs/msg/EpisodeEvent", t, episode_event(t, *args))
+        )
+    bag = write_bag(tmp_path / "bag", messages)
+    with pytest.raises(ConversionError, match="episode 1: no complete sample"):
+        convert([bag], tmp_path / "closed", front_only(), spec=SPEC)
+    (mcap,) = bag.glob("*.mcap")
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: mcap_summary_start(data)])
+    (bag / "metadata.yaml").unlink()
+
+    summary = convert([bag], tmp_path / "out", front_only(), spec=SPEC)
+
+    (episode,) = summary.episodes
+    assert episode["source_episode_index"] == 0 and episode["success"] == 1
+    assert episode["grid_steps"] == 25 and episode["frames"] == 22  # as in the closed bag
+    assert episode["truncated"] is True
+    (warning,) = bag_warnings(caplog)
+    assert warning.endswith("; episode 1 had no complete sample in the recording and was skipped")
+
+
+def test_episodes_that_ended_before_a_late_recorder_started_are_skipped(tmp_path, caplog):
+    """`ros2 bag record` of a running system stores the episode events of the topic's
+    transient-local history: episodes that ended before the recording has any joint state."""
+    caplog.set_level(logging.WARNING)
+    messages = synthetic_messages(seconds=3.0, events=False)
+    before = T0 - 10 * S
+    for t, args in ((before, (0, 0, 7, "stack")), (before + S, (1, 0, 7, "", True)),
+                    (T0 + S // 2, (0, 1, 8, "stack")), (T0 + int(2.9 * S), (1, 1, 8, "", True))):
+        messages.append(("/episode_events", "librobot_msgs/msg/EpisodeEvent", t, episode_event(t, *args)))
+    summary = convert([write_bag(tmp_path / "bag", messages)], tmp_path / "out", front_only(), spec=SPEC)
+    (episode,) = summary.episodes
+    assert episode["source_episode_index"] == 1 and episode["success"] == 1
+    (warning,) = bag_warnings(caplog)
+    assert warning.endswith("episode 0 (ended before the recording) had no complete sample in the "
+                            "recording and was skipped")
+
+
+def test_files_that_are_no_bag_are_still_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    junk_file = tmp_path / "junk.mcap"
+    junk_file.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    junk_dir = tmp_path / "junk_dir"
+    junk_dir.mkdir()
+    (junk_dir / "junk_dir_0.db3").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    for path in (junk_file, junk_dir):
+        with pytest.raises(ConversionError, match="corrupt or truncated") as err:
+            convert([path], tmp_path / "out", spec=SPEC)
+        assert str(err.value).startswith(f"bag {path}: ") and "\n" not in str(err.value)
+    assert outputs(tmp_path / "out") == []
+
+
+# --------------------------------------------------------------------------------------------
 # episodes, synchronisation rules, conversions
 # --------------------------------------------------------------------------------------------
 def test_episode_events_split_a_bag_and_set_success(tmp_path):
@@ -709,9 +937,8 @@ def test_episode_events_split_a_bag_and_set_success(tmp_path):
             ep["observations/qvel"], np.broadcast_to(np.arange(6), (len(js), 6))
         )
         assert not ep["observations/effort"].any()  # absent in the messages -> zeros
-        np.testing.assert_array_equal(
-            ep["action"][:-1], ep["observations/qpos"][1:]
-        )  # no command topic
+        # no command topic: the action at t is the position measured at t
+        np.testing.assert_array_equal(ep["action"], ep["observations/qpos"])
         img_stamp = ep["timestamps/images/front/header_ns"]
         embedded = np.ascontiguousarray(
             ep["observations/images/front"].reshape(len(js), -1)[:, :8]
@@ -723,6 +950,51 @@ def test_episode_events_split_a_bag_and_set_success(tmp_path):
         assert np.all(
             ep["observations/images/front"].reshape(len(js), -1)[:, 8:] == 50
         )  # padding dropped
+
+
+def joint_trajectory(t_ns: int, points: int = 10, step_ns: int = 50_000_000) -> object:
+    """A command stamped ``t_ns`` whose points lie on joint_state()'s ramp, ``step_ns`` apart."""
+    point_type = TS.types["trajectory_msgs/msg/JointTrajectoryPoint"]
+    duration = TS.types["builtin_interfaces/msg/Duration"]
+    empty = np.zeros(0, dtype=np.float64)
+    return TS.types["trajectory_msgs/msg/JointTrajectory"](
+        header=header(t_ns),
+        joint_names=list(LEROBOT_NAMES),
+        points=[
+            point_type(
+                positions=joint_state(t_ns + j * step_ns, t0=T0).position,
+                velocities=empty,
+                accelerations=empty,
+                effort=empty,
+                time_from_start=duration(sec=0, nanosec=j * step_ns),
+            )
+            for j in range(points)
+        ],
+    )
+
+
+def test_command_and_measured_actions_agree_for_a_robot_that_tracks_its_commands(tmp_path):
+    """Both action sources give the setpoint for the sample's own time: on a robot whose joint
+    states are exactly its commands, they give the same actions at the same samples."""
+    messages = synthetic_messages(seconds=2.0, events=False)  # joints on a ramp, 1 rad/s
+    for k in range(10):  # 5 Hz commands, each 450 ms long, on the same ramp
+        t = T0 + k * 200_000_000
+        messages.append(
+            ("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory",
+             t + 2_000_000, joint_trajectory(t))
+        )  # fmt: skip
+    bag = write_bag(tmp_path / "bag", messages)
+    episodes = {}
+    for source in ("command", "measured"):
+        convert([bag], tmp_path / source, front_only(action_source=source), spec=SPEC)
+        episodes[source] = h5(tmp_path / source / "episode_000000.hdf5")
+        assert episodes[source]["attrs"]["action_source"] == source
+    command, measured = episodes["command"], episodes["measured"]
+    np.testing.assert_array_equal(command["timestamps/sample_ns"], measured["timestamps/sample_ns"])
+    assert len(command["timestamps/sample_ns"]) == 20
+    assert np.abs(np.diff(command["action"], axis=0)).min() > 0.09  # one step apart is 0.1 rad
+    np.testing.assert_allclose(measured["action"], command["action"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(measured["action"], measured["observations/qpos"])
 
 
 def test_make_grid_and_trajectory_evaluation():

@@ -18,7 +18,7 @@ EPISODE_EVENT_TYPE = "librobot_msgs/msg/EpisodeEvent"
 EVENT_START, EVENT_END = 0, 1
 
 TIME_SOURCES = ("header", "receive")
-ACTION_SOURCES = ("auto", "command", "next_state")
+ACTION_SOURCES = ("auto", "command", "measured")
 COMPRESSIONS = ("none", "lzf", "gzip")
 JOINT_STREAM = "joint_states"
 RESERVED_CAMERA_NAMES = (JOINT_STREAM, "command", "action")

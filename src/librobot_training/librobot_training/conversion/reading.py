@@ -5,6 +5,7 @@ events), checked against what the bag holds, and one pass over its messages into
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -32,6 +33,12 @@ from librobot_training.conversion.messages import (
     trajectory_from_message,
 )
 from librobot_training.conversion.sync import Recording, StreamBuilder
+from librobot_training.conversion.unclosed import (
+    STORAGE_SUFFIXES,
+    UnclosedMcap,
+    mcap_is_closed,
+    storage_files,
+)
 
 
 @dataclass(frozen=True)
@@ -143,20 +150,27 @@ def select_topics(
 def _check_bag_path(path: Path) -> None:
     if not path.exists():
         raise ConversionError(f"bag path {path} does not exist")
-    if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise ConversionError(f"{path} is not a rosbag2 bag (directory without metadata.yaml)")
-    if path.is_file() and path.suffix not in (".mcap", ".db3"):
+    if path.is_dir() and not (path / "metadata.yaml").is_file() and not storage_files(path):
+        raise ConversionError(
+            f"{path} is not a rosbag2 bag (directory without metadata.yaml or .mcap/.db3 files)"
+        )
+    if path.is_file() and path.suffix not in STORAGE_SUFFIXES:
         raise ConversionError(
             f"{path} is not a rosbag2 bag (expected a bag directory, a .mcap or a .db3 file)"
         )
 
 
-def _open_reader(path: Path) -> AnyReader:
-    """An open AnyReader whose typestore has every type: the bag's own definitions first, ROS 2
-    Jazzy's for connections stored without one."""
+def _open_reader(paths: list[Path], unclosed_mcaps: Sequence[Path] = ()) -> AnyReader:
+    """An open AnyReader over ``paths`` (one bag directory, or the storage files of one bag) whose
+    typestore has every type: the bag's own definitions first, ROS 2 Jazzy's for connections
+    stored without one. The files in ``unclosed_mcaps`` are read by UnclosedMcap in place of
+    rosbags' MCAP reader (a rosbags Reader reads its file through its ``storage`` attribute)."""
     default = get_typestore(Stores.ROS2_JAZZY)
     try:
-        reader = AnyReader([path], default_typestore=default)
+        reader = AnyReader(paths, default_typestore=default)
+        for sub in reader.readers:
+            if sub.path in unclosed_mcaps:
+                sub.storage = UnclosedMcap(sub.path)
         reader.open()
     except Exception as err:  # rosbags/sqlite3/mcap raise many types for unreadable files
         raise ConversionError(f"cannot read it (corrupt or truncated?): {err}") from err
@@ -165,6 +179,67 @@ def _open_reader(path: Path) -> AnyReader:
     if missing and any(c.msgtype not in known for c in reader.connections):
         reader.typestore.register(missing)
     return reader
+
+
+def _clock(t_ns: int) -> str:
+    """A bag time (ns since the epoch) as an ISO 8601 UTC time with milliseconds."""
+    moment = datetime.fromtimestamp(t_ns // 1_000_000 / 1e3, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unclosed_mcap_note(mcap: UnclosedMcap) -> str:
+    """What was read of an MCAP file without its end, and how much of the file was not."""
+    name, lost = mcap.path.name, mcap.size - mcap.readable_bytes
+    if mcap.data_complete:
+        return (
+            f"MCAP {name} has no summary or footer; "
+            f"all its {mcap.message_count} messages were read"
+        )
+    if mcap.first_ns is None or mcap.last_ns is None:
+        return (
+            f"truncated MCAP {name}: no complete message; "
+            f"the rest of the file ({lost} bytes) was unreadable"
+        )
+    return (
+        f"truncated MCAP {name}: read {mcap.message_count} messages up to "
+        f"{_clock(mcap.last_ns)} ({(mcap.last_ns - mcap.first_ns) / 1e9:.3f} s after its first); "
+        f"the rest of the file ({lost} bytes) was unreadable"
+    )
+
+
+def open_bag(path: Path) -> tuple[AnyReader, str | None]:
+    """Open the bag at ``path`` (a directory, .mcap or .db3 file that _check_bag_path accepted).
+
+    Returns the open reader and, for a bag its recorder did not close, one line that says how it
+    was read and what could not be (None for a closed bag, which rosbags reads as it is). Signs
+    of a bag left open: a directory without metadata.yaml (its storage files are then read
+    directly, in recording order), an MCAP file without its closing magic (read by UnclosedMcap
+    up to its first incomplete record), a non-empty sqlite3 write-ahead log next to a .db3 (rosbags
+    reads the database file only, so the messages in the log are not read).
+    """
+    files = storage_files(path) if path.is_dir() else [path]
+    no_metadata = path.is_dir() and not (path / "metadata.yaml").is_file()
+    unclosed = [f for f in files if f.suffix == ".mcap" and not mcap_is_closed(f)]
+    if no_metadata or unclosed:
+        reader = _open_reader(files, unclosed)
+    else:
+        reader = _open_reader([path])
+    notes = []
+    if no_metadata:
+        names = ", ".join(f.name for f in files)
+        notes.append(f"no metadata.yaml (its recorder did not close it); read {names} directly")
+    notes += [
+        _unclosed_mcap_note(sub.storage)
+        for sub in reader.readers
+        if isinstance(sub.storage, UnclosedMcap)
+    ]
+    for db3 in (f for f in files if f.suffix == ".db3"):
+        wal = db3.with_name(db3.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            notes.append(
+                f"its write-ahead log {wal.name} ({wal.stat().st_size} bytes) was not read"
+            )
+    return reader, "; ".join(notes) or None
 
 
 def _iter_messages(reader: AnyReader, connections: list) -> Iterator[tuple[Any, int, bytes]]:
@@ -252,7 +327,9 @@ class _BagParser:
     def handle(self, topic: str, msg: Any, receive_ns: int) -> None:
         self.handlers[topic](topic, msg, receive_ns)
 
-    def recording(self, path: Path, message_count: int, bytes_read: int) -> Recording:
+    def recording(
+        self, path: Path, message_count: int, bytes_read: int, truncation: str | None
+    ) -> Recording:
         built = {
             topic: b.build(stack=topic == self.selection.joint_states)
             for topic, b in self.builders.items()
@@ -267,6 +344,7 @@ class _BagParser:
             events=built.get(sel.events) if sel.events else None,
             message_count=message_count,
             bytes_read=bytes_read,
+            truncation=truncation,
         )
 
 
@@ -280,18 +358,22 @@ def read_bag(
 ) -> Recording:
     """Stream a rosbag2 bag (directory, .mcap or .db3) once and return its selected streams.
 
-    Raises ConversionError for a missing/unreadable/empty bag, a missing required topic, or a
-    message whose joints do not cover the embodiment's.
+    A bag its recorder did not close is read as far as its messages are complete (open_bag); the
+    Recording's ``truncation`` then says what could not be read. Raises ConversionError for a
+    missing/unreadable/empty bag, a missing required topic, or a message whose joints do not
+    cover the embodiment's.
     """
     path = Path(path)
     _check_bag_path(path)
     try:
-        reader = _open_reader(path)
+        reader, truncation = open_bag(path)
     except ConversionError as err:
         raise ConversionError(f"bag {path}: {err}") from err.__cause__
     try:
         if reader.message_count == 0:
-            raise ConversionError("the bag is empty (no messages)")
+            raise ConversionError(
+                "the bag is empty (no messages)" + (f"; {truncation}" if truncation else "")
+            )
         available = {c.topic: c.msgtype for c in reader.connections}
         selection = select_topics(spec, available, cameras, action_source)
         parser = _BagParser(spec, selection, time_source)
@@ -318,4 +400,4 @@ def read_bag(
         raise ConversionError(f"bag {path}: {err}") from err.__cause__
     finally:
         reader.close()
-    return parser.recording(path, count, size)
+    return parser.recording(path, count, size, truncation)

@@ -74,7 +74,8 @@ class Recording:
 
     ``joint_states.items``: (N, 3, D) float64 position/velocity/effort; ``cameras[name].items``:
     undecoded Image/CompressedImage messages; ``command.items``: TrajectoryCommand;
-    ``instruction.items``: str; ``events.items``: EpisodeMarker.
+    ``instruction.items``: str; ``events.items``: EpisodeMarker. ``truncation``: None for a bag
+    its recorder closed, else one line saying what of the bag could not be read.
     """
 
     path: Path
@@ -85,10 +86,27 @@ class Recording:
     events: Stream | None
     message_count: int
     bytes_read: int
+    truncation: str | None = None
 
     def sensors(self) -> dict[str, Stream]:
         """Streams that must be fresh at every kept sample: joint states, then cameras."""
         return {JOINT_STREAM: self.joint_states, **self.cameras}
+
+    def complete_until_ns(self, with_command: bool) -> int:
+        """The latest time up to which every sampled stream is complete in this recording.
+
+        INT64_MAX for a bag its recorder closed. For a truncated bag, the earliest of the last
+        message times of the sensors (and of the command stream when ``with_command``): a topic's
+        messages are recorded in the order they were sent, so all of a stream's messages up to
+        its last one read are present, while one stamped later than another stream's last
+        message may have been lost with the end of the bag.
+        """
+        if self.truncation is None:
+            return INT64_MAX
+        streams = list(self.sensors().values())
+        if with_command and self.command is not None:
+            streams.append(self.command)
+        return min((int(s.time_ns[-1]) for s in streams if len(s)), default=INT64_MAX)
 
 
 @dataclass(frozen=True)
@@ -204,7 +222,7 @@ def plan_episode(
     for name, stream in required.items():
         span = _first_and_last_in(stream, window)
         if span is None:
-            hint = "; try --action-source next_state" if name == "command" else ""
+            hint = "; try --action-source measured" if name == "command" else ""
             raise ConversionError(
                 f"no complete sample: stream {name!r} ({stream.topic}) has no messages "
                 f"in the episode{hint}"
@@ -235,13 +253,16 @@ def plan_episode(
     return EpisodePlan(grid[keep], {k: v[keep] for k, v in index.items()}, dropped, len(grid))
 
 
-def next_state_actions(qpos: np.ndarray) -> np.ndarray:
-    """Action (T, D) = the next frame's joint positions; the last frame repeats its own."""
-    return np.concatenate([qpos[1:], qpos[-1:]], axis=0)
+def measured_actions(qpos: np.ndarray) -> np.ndarray:
+    """Action (T, D) without a command topic: the measured joint positions at each sample (a copy
+    of ``qpos``), the best estimate of the setpoint at that time. Same time convention as
+    command_actions: action[t] is the target for time t, not for the next sample."""
+    return np.array(qpos, copy=True)
 
 
 def command_actions(command: Stream, index: np.ndarray, sample_ns: np.ndarray) -> np.ndarray:
-    """Action (T, D): the trajectory in force at each sample (``index`` into ``command``) there."""
+    """Action (T, D): the trajectory in force at each sample (``index`` into ``command``)
+    evaluated at that sample's time, i.e. the setpoint for time t."""
     first = command.items[int(index[0])]
     actions = np.empty((len(index), first.positions.shape[1]), dtype=np.float64)
     for i in np.unique(index):

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from librobot_training.conversion.base import ConversionError, JOINT_STREAM, NO_TIME, check_stop
+from librobot_training.conversion.base import ConversionError, JOINT_STREAM, check_stop
 from librobot_training.conversion.messages import message_to_rgb
 from librobot_training.conversion.sync import (
     EpisodePlan,
@@ -23,7 +23,7 @@ from librobot_training.conversion.sync import (
     Stream,
     as_of,
     command_actions,
-    next_state_actions,
+    measured_actions,
 )
 
 
@@ -99,7 +99,10 @@ def write_episode(
     compression: str | None = None,
     progress: bool = False,
 ) -> None:
-    """Write one episode file atomically: arrays from ``plan``, images decoded frame by frame."""
+    """Write one episode file atomically: arrays from ``plan``, images decoded frame by frame.
+
+    Actions and their stamps come from the command stream (``meta.action_source`` "command") or
+    from the joint states sampled for the observation ("measured")."""
     js = plan.index[JOINT_STREAM]
     states = rec.joint_states.items[js].astype(np.float32)  # (T, 3, D)
     if meta.action_source == "command":
@@ -107,8 +110,9 @@ def write_episode(
         action_header = rec.command.header_ns[plan.index["command"]]
         action_receive = rec.command.receive_ns[plan.index["command"]]
     else:
-        actions = next_state_actions(states[:, 0])
-        action_header = action_receive = np.full(len(js), NO_TIME, dtype=np.int64)
+        actions = measured_actions(states[:, 0])
+        action_header = rec.joint_states.header_ns[js]
+        action_receive = rec.joint_states.receive_ns[js]
     cameras = list(rec.cameras)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         _write_attrs(f, meta, cameras, len(js))
