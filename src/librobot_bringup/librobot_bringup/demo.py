@@ -43,11 +43,12 @@ def summarize(results, inference_ms: list[float], age_ms: list[float]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from librobot_policy_node.policy_node import check_checkpoint_dir
+    from librobot_models.checkpoint import read_checkpoint_header
 
-    problem = check_checkpoint_dir(str(args.checkpoint))
-    if problem:
-        print(f"librobot-demo: error: {problem}", file=sys.stderr)
+    try:
+        read_checkpoint_header(args.checkpoint)
+    except ValueError as err:
+        print(f"librobot-demo: error: {err}", file=sys.stderr)
         return 2
 
     from librobot_msgs.msg import ActionChunk

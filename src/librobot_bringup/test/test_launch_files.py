@@ -43,17 +43,24 @@ def test_our_nodes_in_launch_files_exist_as_ros2_run_executables():
                 assert node["executable"] in console_scripts(node["package"]), node
 
 
-def test_policy_parameter_file_only_sets_declared_parameters():
+def test_parameter_files_only_set_declared_parameters():
+    from librobot_policy_node.policy_node import PARAMETERS
+
     params = yaml.safe_load((BRINGUP / "config" / "so100_policy.yaml").read_text())
-    declared = declared_parameters(SRC / "librobot_policy_node/librobot_policy_node/policy_node.py")
-    assert set(params["policy"]["ros__parameters"]) <= declared
+    assert set(params["policy"]["ros__parameters"]) <= set(PARAMETERS)
+    sim = yaml.safe_load((BRINGUP / "config" / "so100_sim.yaml").read_text())
+    declared = declared_parameters(SRC / "librobot_drivers/librobot_drivers/driver_node.py")
+    assert set(sim["driver"]["ros__parameters"]) <= declared
 
 
-def test_files_the_launch_file_refers_to_exist():
-    text = (BRINGUP / "launch" / "so100.launch.py").read_text()
-    assert "so100.urdf.xacro" in text and (SRC / "librobot_drivers/description/urdf/so100.urdf.xacro").is_file()
+def test_files_robot_launch_finds_for_the_so100_exist():
+    """robot.launch.py finds a robot's files by its name (see its docstring)."""
+    assert (SRC / "librobot_drivers/config/embodiments/so100.yaml").is_file()
+    assert (SRC / "librobot_drivers/description/urdf/so100.urdf.xacro").is_file()
     assert (SRC / "librobot_drivers/config/so100_controllers.yaml").is_file()
-    assert (BRINGUP / "config" / "so100.rviz").is_file()
+    for name in ("config/so100_policy.yaml", "config/so100_sim.yaml", "config/so100.rviz",
+                 "checkpoints/act_so100/config.json"):
+        assert (BRINGUP / name).is_file(), name
     rviz = yaml.safe_load((BRINGUP / "config" / "so100.rviz").read_text())
     topics = [d.get("Topic", {}).get("Value") for d in rviz["Visualization Manager"]["Displays"]]
     assert "/camera/front/image_raw" in topics
