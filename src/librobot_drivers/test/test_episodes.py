@@ -36,6 +36,15 @@ def test_zero_episodes_means_no_episode_management():
     assert m.phase is Phase.DONE and m.update(0.0, True) is None
 
 
+def test_minus_one_runs_episodes_until_stopped():
+    m = EpisodeManager(EpisodeSchedule(episodes=-1, time_limit_s=1.0, pause_s=0.0))
+    ends = 0
+    for k in range(100):
+        event = m.update(k * 0.5, False)
+        ends += event is not None and event.kind == "end"
+    assert ends >= 20 and m.phase is not Phase.DONE
+
+
 def test_bad_schedule_is_rejected():
     with pytest.raises(ValueError, match="episodes must be"):
-        EpisodeSchedule(episodes=-1)
+        EpisodeSchedule(episodes=-2)
