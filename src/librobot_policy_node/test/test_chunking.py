@@ -15,7 +15,7 @@ def test_chunk_keeps_observation_timing_and_drops_points_in_the_past():
     assert chunk.start_ns == 1_000 * MS
     assert np.allclose(chunk.time_from_start, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     assert np.allclose(chunk.positions[:, 0], np.arange(3, 10))
-    assert np.allclose(chunk.velocities, 10.0)  # 1 unit per 0.1 s
+    assert np.allclose(chunk.velocities[:-1], 10.0) and np.all(chunk.velocities[-1] == 0)  # 1 unit per 0.1 s; ends at rest
 
 
 def test_chunk_entirely_in_the_past_is_not_sent():
