@@ -30,11 +30,20 @@ shared_ros_setup() {
       echo "setup-full-ros: $shared needs ${missing[*]}; install them (apt-get install)" >&2
       return 1
     fi
-    log "installing the libraries the shared ROS links against: ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    log "installing the libraries the shared ROS links against: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
   fi
-  echo "$("$shared/unpack.sh" | tail -n 1)/setup.bash"
+  local prefix
+  prefix=$("$shared/unpack.sh" | tail -n 1)
+  # Its ros2 and launch scripts run with the interpreter it was built with; give it their imports.
+  local interpreter
+  interpreter=$(head -n 1 "$prefix/bin/ros2" | sed 's/^#!//')
+  if ! "$interpreter" -c "import psutil, lark, catkin_pkg, yaml, packaging" 2>/dev/null; then
+    log "installing what the shared ROS's CLI imports into $interpreter" >&2
+    "$interpreter" -m pip install -q -r requirements/shared-ros-cli.txt >&2
+  fi
+  echo "$prefix/setup.bash"
 }
 
 if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && command -v ros2 >/dev/null; then

@@ -30,26 +30,54 @@ class Trajectory:
     velocities: np.ndarray
     cubic: bool
 
+    @classmethod
+    def through(cls, times: np.ndarray, positions: np.ndarray, velocities: np.ndarray | None = None
+                ) -> Trajectory:
+        """Knots as a message gives them: cubic when every point has velocities, else linear."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cubic = velocities is not None and len(velocities) == len(positions)
+        return cls(np.asarray(times, dtype=np.float64), positions,
+                   np.asarray(velocities, dtype=np.float64) if cubic else np.zeros_like(positions),
+                   cubic)
+
     def sample(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Position and velocity (D,) at absolute time t (held outside the knots)."""
+        position, velocity = self.sample_many(np.array([t], dtype=np.float64))
+        return position[0], velocity[0]
+
+    def sample_many(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and velocities (K, D) at absolute times t (K,): before the first knot the
+        first position, after the last the last one, at rest."""
+        t = np.asarray(t, dtype=np.float64)
         times = self.times
-        if t <= times[0]:
-            return self.positions[0].copy(), np.zeros_like(self.positions[0])
-        if t >= times[-1]:
-            return self.positions[-1].copy(), np.zeros_like(self.positions[-1])
-        k = int(np.searchsorted(times, t, side="right")) - 1  # times[k] <= t < times[k+1]
-        h = times[k + 1] - times[k]
-        s = (t - times[k]) / h
+        if len(times) == 1:
+            return np.repeat(self.positions, len(t), axis=0), np.zeros((len(t), self.positions.shape[1]))
+        k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)  # segment
+        h = (times[k + 1] - times[k])[:, None]
+        s = np.clip((t[:, None] - times[k][:, None]) / h, 0.0, 1.0)
         p0, p1 = self.positions[k], self.positions[k + 1]
+        outside = ((t <= times[0]) | (t >= times[-1]))[:, None]
         if not self.cubic:
-            return p0 + s * (p1 - p0), (p1 - p0) / h
+            return p0 + s * (p1 - p0), np.where(outside, 0.0, (p1 - p0) / h)
         v0, v1 = self.velocities[k] * h, self.velocities[k + 1] * h
         # Cubic Hermite basis on s in [0, 1].
         h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
         d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
         position = h00 * p0 + h10 * v0 + h01 * p1 + h11 * v1
         velocity = (d00 * p0 + d10 * v0 + d01 * p1 + d11 * v1) / h
-        return position, velocity
+        return position, np.where(outside, 0.0, velocity)
+
+
+def chunk_velocities(positions: np.ndarray, period: float) -> np.ndarray:
+    """(T, D) positions sampled every `period` s -> (T, D) velocities for cubic interpolation:
+    central differences, one-sided at the start, and zero at the last point -- the chunk ends at
+    rest there, and Jazzy's joint_trajectory_controller rejects a trajectory whose last point has
+    a non-zero velocity (unless allow_nonzero_velocity_at_trajectory_end is set)."""
+    if len(positions) < 2:
+        return np.zeros_like(positions)
+    velocities = np.gradient(positions, period, axis=0)
+    velocities[-1] = 0.0
+    return velocities
 
 
 class TrajectoryRejected(ValueError):
@@ -98,10 +126,8 @@ class TrajectoryFollower:
             )
         if np.any(np.diff(tfs) <= 0):
             raise TrajectoryRejected(f"time_from_start must be strictly increasing, got {tfs.tolist()}")
-        cubic = velocities is not None and len(velocities) == len(tfs)
-        velocities = (
-            np.asarray(velocities, dtype=np.float64) if cubic else np.zeros_like(positions)
-        )
+        given = Trajectory.through(tfs, positions, velocities)
+        cubic, velocities = given.cubic, given.velocities
         if np.any(velocities[-1] != 0) and not self.allow_nonzero_velocity_at_trajectory_end:
             raise TrajectoryRejected(
                 f"the last point has velocities {velocities[-1].tolist()}: a trajectory must end "
@@ -126,6 +152,13 @@ class TrajectoryFollower:
         if self._active is None:
             return self._hold.copy(), np.zeros_like(self._hold)
         return self._active.sample(now)
+
+    def positions_at(self, times: np.ndarray) -> np.ndarray:
+        """Desired positions (K, D) at times (K,), with the active trajectory as it is now."""
+        times = np.asarray(times, dtype=np.float64)
+        if self._active is None:
+            return np.repeat(self._hold[None], len(times), axis=0)
+        return self._active.sample_many(times)[0]
 
     def finished(self, now: float) -> bool:
         return self._active is None or now >= self._active.times[-1]

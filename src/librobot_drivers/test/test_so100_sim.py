@@ -6,6 +6,7 @@ import pytest
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.robot import RobotNotConnectedError
 from librobot_drivers.sim import SO100Sim
+from librobot_drivers.trajectory import TrajectoryFollower
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +76,16 @@ def test_commands_need_a_connection(spec):
         SO100Sim(spec).send_positions(np.zeros(spec.dof))
 
 
-def test_step_and_track_advance_time_and_reach_the_target(sim):
+def test_step_and_follow_advance_time_and_reach_the_target(sim):
     target = np.array([0.3, 0.2, 0.4, -0.2, 0.5, 0.6])
-    sim.track(target, 0.5)
+    follower = TrajectoryFollower(sim.read_joints().position)
+    follower.set_trajectory(sim.time, sim.time, np.array([0.4]), target[None])
+    sim.follow(follower, 0.2)
+    halfway = sim.read_joints().position
+    sim.follow(follower, 0.3)
     assert sim.time == pytest.approx(0.5)
+    assert np.all(np.abs(halfway - target) > 0.05)  # on its way: interpolated, not a jump
+    np.testing.assert_allclose(sim._last_command, target)  # the trajectory ended at 0.4 s
     sim.step(1.0)
     assert sim.time == pytest.approx(1.5)
     assert np.allclose(sim.read_joints().position, target, atol=0.02)

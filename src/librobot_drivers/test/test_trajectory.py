@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from librobot_drivers.trajectory import TrajectoryFollower
+from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
 
 
 def follower(dof=2):
@@ -71,3 +71,24 @@ def test_cubic_interpolation_matches_endpoint_velocities():
 def test_malformed_trajectories_are_rejected_with_a_reason(tfs, positions, message):
     with pytest.raises(ValueError, match=message):
         follower().set_trajectory(now=0.0, start_time=0.0, time_from_start=tfs, positions=positions)
+
+
+@pytest.mark.parametrize("velocities", [None, np.array([[0.0, 1.0], [2.0, -1.0], [0.0, 0.0]])])
+def test_sampling_many_times_at_once_agrees_with_one_at_a_time(velocities):
+    follower = TrajectoryFollower(np.zeros(2))
+    positions = np.array([[0.1, 0.2], [0.5, -0.3], [0.4, 0.0]])
+    follower.set_trajectory(1.0, 1.0, np.array([0.1, 0.3, 0.6]), positions, velocities)
+    times = np.linspace(0.5, 2.0, 61)  # before, through and after the knots
+    batch = follower.positions_at(times)
+    one_by_one = np.stack([follower.sample(t)[0] for t in times])
+    np.testing.assert_allclose(batch, one_by_one, atol=1e-12)
+    np.testing.assert_allclose(batch[-1], positions[-1])
+    assert np.all(follower.sample(5.0)[1] == 0)  # held at rest after the end
+
+
+def test_chunk_velocities_end_at_rest_as_the_controller_requires():
+    positions = np.array([[0.0], [0.1], [0.3], [0.6]])
+    velocities = chunk_velocities(positions, 0.1)
+    np.testing.assert_allclose(velocities[:, 0], [1.0, 1.5, 2.5, 0.0])
+    TrajectoryFollower(np.zeros(1)).set_trajectory(0.0, 0.0, np.array([0.1, 0.2, 0.3, 0.4]),
+                                                     positions, velocities)  # accepted

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from librobot_drivers.trajectory import chunk_velocities
+
 
 @dataclass(frozen=True)
 class ScheduledChunk:
@@ -22,18 +24,6 @@ class ScheduledChunk:
     positions: np.ndarray  # (N, D)
     velocities: np.ndarray  # (N, D), for cubic interpolation
     dropped_points: int  # points already in the past at publish time
-
-
-def finite_difference_velocities(positions: np.ndarray, period: float) -> np.ndarray:
-    """(T, D) positions sampled every `period` s -> (T, D) velocities for cubic interpolation:
-    central differences, one-sided at the start, and zero at the last point -- the chunk ends at
-    rest there, and Jazzy's joint_trajectory_controller rejects a trajectory whose last point has
-    a non-zero velocity (unless allow_nonzero_velocity_at_trajectory_end is set)."""
-    if len(positions) < 2:
-        return np.zeros_like(positions)
-    velocities = np.gradient(positions, period, axis=0)
-    velocities[-1] = 0.0
-    return velocities
 
 
 def schedule_chunk(
@@ -58,7 +48,7 @@ def schedule_chunk(
     if lower is not None and upper is not None:
         actions = np.clip(actions, lower, upper)
     times = np.arange(len(actions)) * period_s
-    velocities = finite_difference_velocities(actions, period_s)
+    velocities = chunk_velocities(actions, period_s)
     due_ns = observation_stamp_ns + np.round(times * 1e9).astype(np.int64)
     keep = due_ns > now_ns + int(min_lead_s * 1e9)
     if not np.any(keep):

@@ -267,6 +267,8 @@ class PolicyNode(Node):
             try:
                 self._on_tick()
             except Exception as err:  # never let the thread die silently: report and hold
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down before destroy_node stopped this thread
                 self._set_state(PolicyStatus.STATE_ERROR, f"inference failed: {err!r}")
                 self.get_logger().error(self._message, throttle_duration_sec=2.0)
             next_tick += self._period

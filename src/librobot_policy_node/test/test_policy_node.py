@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 from librobot_msgs.msg import ActionChunk, PolicyStatus
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -110,7 +111,8 @@ def test_stale_or_bad_observations_hold_the_robot_and_the_node_keeps_running(ros
 
 
 def test_bad_parameters_are_one_clear_error(ros_context, tiny_checkpoint):
-    with pytest.raises(ValueError, match="parameter replan_steps = 0: expected an int >= 1"):
+    # rclpy enforces the declared range (run_node prints this as one line, exit code 2)
+    with pytest.raises(InvalidParameterValueException, match="replan_steps out of range. Min: 1"):
         PolicyNode(context=ros_context, parameter_overrides=[Parameter("replan_steps", value=0)])
     h = Harness(ros_context, tiny_checkpoint, replan_steps=10)  # as long as the tiny model's chunk
     try:

@@ -70,7 +70,7 @@ from librobot_training.conversion.base import (
     STOP_REQUESTED,
     TIME_SOURCES,
 )
-from librobot_training.conversion.messages import TrajectoryCommand, evaluate_trajectory, message_to_rgb
+from librobot_training.conversion.messages import TrajectoryCommand, message_to_rgb
 from librobot_training.conversion.sync import (
     EpisodePlan,
     EpisodeWindow,
@@ -97,7 +97,6 @@ __all__ = [
     "TrajectoryCommand",
     "as_of",
     "convert",
-    "evaluate_trajectory",
     "message_to_rgb",
     "main",
     "make_grid",

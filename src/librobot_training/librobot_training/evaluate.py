@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule
 from librobot_drivers.sim.so100_sim import SO100Sim
+from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
 from librobot_models.policy import Policy
 
 
@@ -44,6 +45,7 @@ def rollout(
     episodes.update(0.0, False)  # starts the episode
     sim.reset(seed)
     policy.reset()
+    follower = TrajectoryFollower(sim.read_joints().position)
     inference_ms, frames, t = [], [], 0.0
 
     def observation() -> dict:
@@ -57,9 +59,13 @@ def rollout(
         started = time.perf_counter()
         chunk = policy.infer(obs)["actions"]
         inference_ms.append((time.perf_counter() - started) * 1e3)
-        # chunk[0] is the target for now; the robot heads for the following ones.
-        for step, target in enumerate(chunk[1 : replan_steps + 1], start=1):
-            sim.track(target, period)
+        # As the policy node schedules a chunk (chunk[k] is the target for k periods after the
+        # observation) and a joint_trajectory_controller follows it, with zero latency.
+        targets = sim.spec.clip(chunk)
+        follower.set_trajectory(sim.time, sim.time, period * np.arange(len(targets)), targets,
+                                chunk_velocities(targets, period))
+        for step in range(1, replan_steps + 1):
+            sim.follow(follower, period)
             t += period
             event = episodes.update(t, sim.task_success())
             if event is not None:

@@ -30,9 +30,9 @@ from librobot_training.bag_to_hdf5 import (
     ConversionError,
     ConversionOptions,
     convert,
-    evaluate_trajectory,
     main,
     make_grid,
+    TrajectoryCommand,
     message_to_rgb,
 )
 from librobot_training.conversion.unclosed import storage_files
@@ -1004,11 +1004,15 @@ def test_make_grid_and_trajectory_evaluation():
     assert len(make_grid(10, 9, 10.0)) == 0
     points = np.array([100, 200, 400])
     positions = np.array([[0.0, 10.0], [1.0, 20.0], [3.0, 0.0]])
-    got = evaluate_trajectory(points, positions, np.array([0, 100, 150, 300, 400, 999]))
+    got = TrajectoryCommand(points, positions).targets_at(np.array([0, 100, 150, 300, 400, 999]))
     np.testing.assert_allclose(got, [[0, 10], [0, 10], [0.5, 15], [2, 10], [3, 0], [3, 0]])
     np.testing.assert_allclose(
-        evaluate_trajectory(points[:1], positions[:1], np.array([0, 500])), [[0, 10]] * 2
+        TrajectoryCommand(points[:1], positions[:1]).targets_at(np.array([0, 500])), [[0, 10]] * 2
     )
+    # with velocities on every point: cubic Hermite, like the driver's follower and the controller
+    cubic = TrajectoryCommand(np.array([0, S]), np.array([[0.0], [1.0]]), np.zeros((2, 1)))
+    np.testing.assert_allclose(cubic.targets_at(np.array([0, S // 4, S // 2, S])),
+                               [[0.0], [0.15625], [0.5], [1.0]])
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.sim.so100_sim import SCENE_PATH, SO100Sim
+from librobot_drivers.trajectory import TrajectoryFollower
 
 ARM_JOINTS = 5  # the joints that place the TCP; the sixth is the jaw
 TCP_SITE = "tcp"
@@ -328,14 +329,16 @@ def _smoothstep(s: float) -> float:
 
 
 def rollout(sim: SO100Sim, expert: ScriptedExpert, settle: float = 0.5) -> bool:
-    """Run `expert` on `sim` at the embodiment's control rate, then report task success.
+    """Run `expert` on `sim`, then report task success.
 
-    Each control period the next target is followed with linear interpolation at the physics
-    rate (SO100Sim.track), as a trajectory controller would; after the plan the last target is
-    held for `settle` s so the cube comes to rest.
+    The plan, sampled at the embodiment's control rate, is one trajectory for the same follower
+    the driver uses (linear between the samples, as joint_trajectory_controller with positions
+    only); after it the last target is held for `settle` s so the cube comes to rest.
     """
     period = sim.spec.control_period
     ticks = int(np.ceil((expert.duration + settle) / period))
-    for k in range(1, ticks + 1):
-        sim.track(expert.positions_at(k * period), period)
+    times = period * np.arange(1, ticks + 1)
+    follower = TrajectoryFollower(sim.read_joints().position)
+    follower.set_trajectory(sim.time, sim.time, times, np.stack([expert.positions_at(t) for t in times]))
+    sim.follow(follower, ticks * period)
     return sim.task_success()

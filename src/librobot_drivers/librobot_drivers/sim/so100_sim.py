@@ -2,7 +2,9 @@
 
     >>> sim = SO100Sim(load_embodiment("so100"))
     >>> sim.connect(); sim.reset(seed=3)
-    >>> sim.track(target, 0.1)           # follow a 10 Hz target like a trajectory controller
+    >>> follower = TrajectoryFollower(sim.read_joints().position)
+    >>> follower.set_trajectory(sim.time, sim.time, times, targets)
+    >>> sim.follow(follower, 0.1)        # 0.1 s of it, like a trajectory controller
     >>> frame = sim.read_camera("front")  # (120, 160, 3) uint8, rendered on demand
     >>> sim.task_success()
 
@@ -22,6 +24,7 @@ import numpy as np
 from librobot_drivers.embodiment import Embodiment, load_embodiment
 from librobot_drivers.resources import share_path
 from librobot_drivers.robot import JointReading, RobotNotConnectedError, SimulatedRobot
+from librobot_drivers.trajectory import TrajectoryFollower
 
 SCENE_PATH = share_path("description", "mujoco", "so100_scene.xml")
 INSTRUCTION = "put the red cube in the green square"
@@ -44,7 +47,7 @@ class SO100Sim(SimulatedRobot):
         timestep: physics step in seconds; larger is faster and less accurate.
         scene: the MJCF scene file.
 
-    Besides the Robot interface: `reset(seed)`, `track(positions, dt)`, `task_success()`,
+    Besides the Robot interface: `reset(seed)`, `follow(follower, dt)`, `task_success()`,
     `instruction`, and the privileged `object_pose()` for experts and evaluation. `model` and
     `data` are the MuJoCo model and state, for tests and tools.
     """
@@ -268,19 +271,16 @@ class SO100Sim(SimulatedRobot):
             mujoco.mj_step(self.model, self.data, nstep=steps)
         self._frames.clear()
 
-    def track(self, positions: np.ndarray, dt: float) -> None:
-        """Move the command linearly from the last one to `positions` over `dt` s while stepping.
-
-        What a joint_trajectory_controller does between two waypoints: `positions` (dof,) rad
-        passes the safety filter of `send_positions`, and every physics step gets the next point
-        on the line to it (inside the limits, as both ends are).
-        """
-        self._require_connection("track")
-        start = self._last_command  # never None: reset() sets it
-        goal = self.send_positions(positions)
+    def follow(self, follower: TrajectoryFollower, dt: float) -> None:
+        """Step `dt` s, commanding the follower's target at every physics step, as
+        joint_trajectory_controller does at its update rate; the simulation's clock
+        (`self.time`) is the follower's. Every target passes the safety filter of
+        `send_positions`."""
+        self._require_connection("follow")
         steps = self._advance_clock(dt)
-        for k in range(1, steps + 1):
-            self._write_positions(start + (goal - start) * (k / steps))
+        start = self.data.time
+        for target in follower.positions_at(start + self.model.opt.timestep * np.arange(1, steps + 1)):
+            self.send_positions(target)
             mujoco.mj_step(self.model, self.data)
         self._frames.clear()
 

@@ -1,5 +1,5 @@
 """Pure conversions of deserialized messages: stamps, images to RGB, joint states and
-JointTrajectory commands to arrays (and evaluating a trajectory at given times), episode markers.
+JointTrajectory commands to arrays (and their setpoints at given times), episode markers.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from librobot_drivers.images import ImageDecodeError, decode_compressed, decode_image
+from librobot_drivers.trajectory import Trajectory
 from librobot_training.conversion.base import ConversionError
 
 
@@ -47,10 +48,20 @@ def joint_state_arrays(msg: Any, index: np.ndarray) -> np.ndarray:
 
 
 class TrajectoryCommand(NamedTuple):
-    """A commanded JointTrajectory: absolute point times and positions in embodiment order."""
+    """A commanded JointTrajectory: absolute point times, positions and (when every point has
+    them) velocities, in embodiment order."""
 
     point_ns: np.ndarray  # (P,) int64, header stamp (receive time if 0) + time_from_start
     positions: np.ndarray  # (P, D) float64
+    velocities: np.ndarray | None = None  # (P, D) float64: cubic interpolation, as the controller
+
+    def targets_at(self, t_ns: np.ndarray) -> np.ndarray:
+        """Setpoints (K, D) at times ``t_ns`` (K,), interpolated between the points the way the
+        driver's follower and joint_trajectory_controller do (linear, or cubic with
+        velocities); the first point before it, the last one after it."""
+        origin = self.point_ns[0]
+        knots = Trajectory.through((self.point_ns - origin) * 1e-9, self.positions, self.velocities)
+        return knots.sample_many((np.asarray(t_ns, dtype=np.int64) - origin) * 1e-9)[0]
 
 
 def trajectory_from_message(msg: Any, index: np.ndarray, start_ns: int) -> TrajectoryCommand:
@@ -59,35 +70,20 @@ def trajectory_from_message(msg: Any, index: np.ndarray, start_ns: int) -> Traje
     ``index`` (D,) maps embodiment joints into ``msg.joint_names``; ``start_ns`` is the header
     stamp, or the receive time when the stamp is 0 ("start now").
     """
-    if any(len(p.positions) != len(msg.joint_names) for p in msg.points):
+    joints = len(msg.joint_names)
+    if any(len(p.positions) != joints for p in msg.points):
         raise ConversionError(
             f"JointTrajectory point without one position per joint of {list(msg.joint_names)}"
         )
     point_ns = start_ns + np.array(
         [stamp_to_ns(p.time_from_start) for p in msg.points], dtype=np.int64
     )
-    positions = np.stack([np.asarray(p.positions, dtype=np.float64)[index] for p in msg.points])
     order = np.argsort(point_ns, kind="stable")
-    return TrajectoryCommand(point_ns[order], positions[order])
-
-
-def evaluate_trajectory(
-    point_ns: np.ndarray, positions: np.ndarray, t_ns: np.ndarray
-) -> np.ndarray:
-    """Targets (K, D) at times ``t_ns`` (K,) of a trajectory with points at ``point_ns`` (P,).
-
-    Linear interpolation between points; before the first point the first point, after the last
-    point the last one is held (what joint_trajectory_controller does at the end of a goal).
-    """
-    t = np.asarray(t_ns, dtype=np.int64)
-    if len(point_ns) == 1:
-        return np.repeat(positions[:1], len(t), axis=0)
-    upper = np.clip(np.searchsorted(point_ns, t, side="right"), 1, len(point_ns) - 1)
-    t0, t1 = point_ns[upper - 1], point_ns[upper]
-    span = (t1 - t0).astype(np.float64)
-    weight = np.divide((t - t0).astype(np.float64), span, out=np.ones(len(t)), where=span > 0)
-    weight = np.clip(weight, 0.0, 1.0)[:, None]
-    return positions[upper - 1] * (1.0 - weight) + positions[upper] * weight
+    positions = np.stack([np.asarray(p.positions, dtype=np.float64)[index] for p in msg.points])
+    velocities = None
+    if all(len(p.velocities) == joints for p in msg.points):
+        velocities = np.stack([np.asarray(p.velocities, dtype=np.float64)[index] for p in msg.points])[order]
+    return TrajectoryCommand(point_ns[order], positions[order], velocities)
 
 
 class EpisodeMarker(NamedTuple):

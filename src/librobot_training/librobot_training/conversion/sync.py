@@ -19,7 +19,7 @@ from librobot_training.conversion.base import (
     INT64_MIN,
     JOINT_STREAM,
 )
-from librobot_training.conversion.messages import EpisodeMarker, evaluate_trajectory
+from librobot_training.conversion.messages import EpisodeMarker
 
 
 @dataclass
@@ -267,6 +267,5 @@ def command_actions(command: Stream, index: np.ndarray, sample_ns: np.ndarray) -
     actions = np.empty((len(index), first.positions.shape[1]), dtype=np.float64)
     for i in np.unique(index):
         rows = index == i
-        traj = command.items[int(i)]
-        actions[rows] = evaluate_trajectory(traj.point_ns, traj.positions, sample_ns[rows])
+        actions[rows] = command.items[int(i)].targets_at(sample_ns[rows])
     return actions
