@@ -5,7 +5,8 @@ robot-specific is found by name: the embodiment spec config/embodiments/<robot>.
 description description/urdf/<robot>.urdf.xacro and config/<robot>_controllers.yaml (package
 librobot_drivers), the node parameters config/<robot>_policy.yaml and config/<robot>_sim.yaml,
 the RViz config config/<robot>.rviz and the shipped checkpoint checkpoints/act_<robot> (package
-librobot_bringup).
+librobot_bringup). The LibroBot nodes are defined once, in librobot_bringup/system.py, which
+`librobot-demo` and `librobot-record` start too.
 
 Modes:
   use_sim:=true  (default)  the MuJoCo twin is the robot (driver node, robot <robot>_sim);
@@ -29,6 +30,8 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch.substitutions import Command, LaunchConfiguration
 
+from librobot_bringup import system
+
 ARGUMENTS = {
     "robot": ("so100", "robot name: its embodiment, description and configs are found by it"),
     "use_sim": ("true", "MuJoCo twin (true) or the real robot / mock hardware (false)"),
@@ -50,6 +53,13 @@ def _flag(context: LaunchContext, name: str) -> bool:
     return value == "true"
 
 
+def _node(spec: system.NodeSpec) -> Node:
+    """A LibroBot node as system.py defines it (the demo and record start the same)."""
+    return Node(package=spec.package, executable=spec.executable, name=spec.name,
+                parameters=[*map(str, spec.param_files), spec.parameters],
+                remappings=list(spec.remappings), output="screen")
+
+
 def _nodes(context: LaunchContext) -> list:
     robot = LaunchConfiguration("robot").perform(context)
     use_sim, use_rviz = _flag(context, "use_sim"), _flag(context, "rviz")
@@ -59,8 +69,7 @@ def _nodes(context: LaunchContext) -> list:
     drivers = Path(get_package_share_directory("librobot_drivers"))
     bringup = Path(get_package_share_directory("librobot_bringup"))
     spec = yaml.safe_load((drivers / "config" / "embodiments" / f"{robot}.yaml").read_text())
-    checkpoint = LaunchConfiguration("checkpoint").perform(context) or str(
-        bringup / "checkpoints" / f"act_{robot}")
+    checkpoint = LaunchConfiguration("checkpoint").perform(context) or None
 
     description = ParameterValue(
         Command(["xacro ", str(drivers / "description" / "urdf" / f"{robot}.urdf.xacro"),
@@ -69,25 +78,14 @@ def _nodes(context: LaunchContext) -> list:
     nodes = [
         Node(package="robot_state_publisher", executable="robot_state_publisher",
              parameters=[{"robot_description": description}]),
-        Node(package="librobot_policy_node", executable="policy_node", name="policy",
-             parameters=[str(bringup / "config" / f"{robot}_policy.yaml"),
-                         {"checkpoint": checkpoint}],
-             output="screen"),
+        _node(system.policy_node(robot, checkpoint)),
     ]
     if use_sim:
-        nodes.append(Node(
-            package="librobot_drivers", executable="driver_node", name="driver",
-            parameters=[str(bringup / "config" / f"{robot}_sim.yaml"), {
-                "embodiment": robot,
-                "episodes": int(LaunchConfiguration("episodes").perform(context)),
-                "command_interface": "joint_commands" if use_ros2_control else "trajectory",
-            }],
-            output="screen"))
+        nodes.append(_node(system.sim_driver_node(
+            robot, embodiment=robot, episodes=int(LaunchConfiguration("episodes").perform(context)),
+            command_interface="joint_commands" if use_ros2_control else "trajectory")))
     elif not mock_hardware:
-        nodes.append(Node(
-            package="librobot_drivers", executable="driver_node", name="driver",
-            parameters=[{"robot": robot, "embodiment": robot, "command_interface": "joint_commands"}],
-            output="screen"))
+        nodes.append(_node(system.hardware_driver_node(robot)))
     if use_ros2_control:
         controllers = str(drivers / "config" / f"{robot}_controllers.yaml")
         nodes += [

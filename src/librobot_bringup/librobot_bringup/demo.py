@@ -1,8 +1,9 @@
 """Closed-loop evaluation of a policy on the simulated SO-100, through the real ROS graph.
 
-    python -m librobot_bringup.demo --checkpoint src/librobot_bringup/checkpoints/act_so100 --episodes 10
+    python -m librobot_bringup.demo --episodes 10   (or: ros2 run librobot_bringup demo ...)
 
-Starts the MuJoCo driver and the policy node as ROS nodes, runs the episodes and prints the
+Starts the MuJoCo driver and the policy node as ROS nodes (the nodes and parameter files of
+robot.launch.py, from system.py), runs the episodes and prints the
 success rate and the control-loop latency (inference time, and observation-to-command age).
 """
 
@@ -14,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from librobot_bringup.graph import NodeSpec
+from librobot_bringup.system import policy_node, shipped_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="librobot-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--robot", default="so100",
+                        help="robot with a simulated twin: config/<robot>_sim.yaml (default so100)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint directory (default: the shipped checkpoints/act_<robot>)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
     parser.add_argument("--seed", type=int, default=1000,
                         help="seed of the first episode (default 1000, unseen in training)")
@@ -46,8 +50,10 @@ def main(argv=None) -> int:
     from librobot_models.checkpoint import read_checkpoint_header
 
     try:
-        read_checkpoint_header(args.checkpoint)
-    except ValueError as err:
+        checkpoint = args.checkpoint or shipped_checkpoint(args.robot)
+        read_checkpoint_header(checkpoint)
+        policy = policy_node(args.robot, checkpoint, replan_steps=args.replan_steps)
+    except (ValueError, FileNotFoundError) as err:
         print(f"librobot-demo: error: {err}", file=sys.stderr)
         return 2
 
@@ -65,13 +71,8 @@ def main(argv=None) -> int:
 
         node.create_subscription(ActionChunk, "/policy/action_chunk", on_chunk, 50)
 
-    policy = NodeSpec(
-        module="librobot_policy_node.policy_node",
-        name="policy",
-        parameters={"checkpoint": str(args.checkpoint.resolve()), "replan_steps": args.replan_steps},
-    )
     results = run_sim_episodes(
-        [policy], args.episodes, first_seed=args.seed, time_limit_s=args.time_limit,
+        [policy], args.robot, args.episodes, first_seed=args.seed, time_limit_s=args.time_limit,
         setup=watch_chunks, log_dir=args.log_dir, description="evaluating",
     )
     print(summarize(results, inference_ms, age_ms))

@@ -1,7 +1,7 @@
-"""Start ROS nodes as child processes from Python: the same graph the launch files describe.
+"""Start ROS nodes as child processes from Python: the nodes the launch files start (system.py).
 
 For machines without launch/launch_ros (and for tests and the demo): each node runs as
-`python -m <module> --ros-args --params-file <yaml>` in an environment that keeps DDS on
+`python -m <module> --ros-args --params-file <yaml>...` in an environment that keeps DDS on
 loopback unless the caller chose otherwise, and inherits this run's ROS_DOMAIN_ID.
 """
 
@@ -31,17 +31,26 @@ def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A node to run: its Python module (with a `main`), node name and parameters."""
+    """A node of the system, as both the launch files (launch_ros Node) and NodeGraph (a child
+    process) start it: package and executable (its `ros2 run` entry point), the Python module
+    with the same `main`, the node name, parameter files, then parameters that override them."""
 
+    package: str
+    executable: str
     module: str
     name: str
+    param_files: tuple[Path, ...] = ()
     parameters: dict = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
 
     def command(self, params_file: Path) -> list[str]:
+        """`python -m <module>` with the node name, remappings, the parameter files and then
+        `params_file` (holding `parameters`), so later values win as in launch_ros."""
         args = [sys.executable, "-m", self.module, "--ros-args", "-r", f"__node:={self.name}"]
         for src, dst in self.remappings:
             args += ["-r", f"{src}:={dst}"]
+        for path in self.param_files:
+            args += ["--params-file", str(path)]
         return args + ["--params-file", str(params_file)]
 
 

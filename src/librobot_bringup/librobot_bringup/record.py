@@ -13,12 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from librobot_bringup.graph import NodeSpec
+from librobot_bringup.system import config_file, expert_node
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="librobot-record", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="bag directory to create")
+    parser.add_argument("--robot", default="so100",
+                        help="robot with a simulated twin: config/<robot>_sim.yaml (default so100)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes to record (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
@@ -45,7 +47,12 @@ def main(argv=None) -> int:
     from librobot_bringup.session import run_sim_episodes
     from librobot_drivers.embodiment import load_embodiment
 
-    spec = load_embodiment("so100")
+    try:
+        spec = load_embodiment(args.robot)
+        config_file(f"{args.robot}_sim.yaml")  # the robot has a simulated twin
+    except (ValueError, FileNotFoundError) as err:
+        print(f"librobot-record: error: {err}", file=sys.stderr)
+        return 2
     topics = {
         spec.topic("joint_states"): (JointState, reliable()),
         spec.command_topic: (JointTrajectory, reliable()),
@@ -59,11 +66,10 @@ def main(argv=None) -> int:
     def attach_recorder(node):
         recorders.append(BagRecorder(node, args.output, topics, storage=args.storage))
 
-    expert = NodeSpec(module="librobot_drivers.expert_node", name="expert")
     try:
         results = run_sim_episodes(
-            [expert], args.episodes, first_seed=args.seed, time_limit_s=args.time_limit,
-            cameras=tuple(args.cameras), setup=attach_recorder, description="recording",
+            [expert_node(embodiment=args.robot)], args.robot, args.episodes, first_seed=args.seed,
+            time_limit_s=args.time_limit, cameras=tuple(args.cameras), setup=attach_recorder, description="recording",
         )
     finally:
         for recorder in recorders:

@@ -21,6 +21,7 @@ from rclpy.node import Node
 from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
+from librobot_bringup.system import sim_driver_node
 from librobot_drivers.ros_common import EPISODE_EVENTS
 
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
@@ -34,23 +35,9 @@ class EpisodeResult:
     duration_s: float
 
 
-def sim_driver(episodes: int, first_seed: int, time_limit_s: float, cameras: list[str]) -> NodeSpec:
-    return NodeSpec(
-        module="librobot_drivers.driver_node",
-        name="driver",
-        parameters={
-            "robot": "so100_sim",
-            "embodiment": "so100",
-            "episodes": episodes,
-            "first_seed": first_seed,
-            "episode_time_limit_s": time_limit_s,
-            "cameras": cameras,
-        },
-    )
-
-
 def run_sim_episodes(
     commanders: list[NodeSpec],
+    robot: str,
     episodes: int,
     first_seed: int = 0,
     time_limit_s: float = 15.0,
@@ -59,7 +46,7 @@ def run_sim_episodes(
     log_dir: Path | None = None,
     description: str = "episodes",
 ) -> list[EpisodeResult]:
-    """Start the simulated SO-100 with `commanders` and return once `episodes` have ended.
+    """Start `robot`'s simulated twin with `commanders` and return once `episodes` have ended.
 
     `setup(node)` runs before the graph starts, so that recorders and monitors it attaches to
     `node` see the first message of the first episode.
@@ -86,7 +73,9 @@ def run_sim_episodes(
         if setup is not None:
             setup(node)
         node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
-        nodes = [sim_driver(episodes, first_seed, time_limit_s, list(cameras)), *commanders]
+        driver = sim_driver_node(robot, episodes=episodes, first_seed=first_seed,
+                                 episode_time_limit_s=time_limit_s, cameras=list(cameras))
+        nodes = [driver, *commanders]
         deadline = time.monotonic() + STARTUP_ALLOWANCE_S + episodes * (time_limit_s + 3.0)
         with NodeGraph(nodes, log_dir=log_dir) as graph, tqdm(
             total=episodes, desc=description, unit="episode"

@@ -1,12 +1,14 @@
 """Nodes started from Python run with DDS on loopback and in this test run's domain."""
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from librobot_bringup.graph import NodeGraph, NodeSpec, ros_environment
+from librobot_bringup.graph import NodeGraph, ros_environment
+from librobot_bringup.system import policy_node
 
 
 def child_environment(pid: int) -> dict[str, str]:
@@ -23,10 +25,8 @@ def test_ros_environment_defaults_to_loopback_but_respects_a_choice():
 def test_every_spawned_node_keeps_dds_on_loopback(ros_context, spin):
     # The parent environment deliberately lacks the variable: the spawner must add it.
     parent = {k: v for k, v in os.environ.items() if k != "ROS_AUTOMATIC_DISCOVERY_RANGE"}
-    nodes = [
-        NodeSpec("librobot_policy_node.policy_node", "policy_a"),
-        NodeSpec("librobot_policy_node.policy_node", "policy_b", {"replan_steps": 3}),
-    ]
+    policy = policy_node("so100")
+    nodes = [replace(policy, name="policy_a"), replace(policy, name="policy_b")]
     observer = Node("observer", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(observer)
@@ -43,3 +43,14 @@ def test_every_spawned_node_keeps_dds_on_loopback(ros_context, spin):
     finally:
         executor.shutdown()
         observer.destroy_node()
+
+
+def test_parameter_files_come_first_and_the_overrides_win(tmp_path):
+    """As in launch_ros: config/<robot>_policy.yaml, then the values given in system.py."""
+    spec = policy_node("so100", tmp_path, replan_steps=3)
+    command = spec.command(tmp_path / "overrides.yaml")
+    files = [command[i + 1] for i, arg in enumerate(command) if arg == "--params-file"]
+    assert files == [str(spec.param_files[0]), str(tmp_path / "overrides.yaml")]
+    assert Path(files[0]).name == "so100_policy.yaml" and Path(files[0]).is_file()
+    assert spec.parameters == {"checkpoint": str(tmp_path.resolve()), "replan_steps": 3}
+    assert command[command.index("-r") + 1] == "__node:=policy"

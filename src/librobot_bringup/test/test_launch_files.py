@@ -36,11 +36,19 @@ def test_launch_files_parse_and_define_a_launch_description():
                    for n in tree.body), path
 
 
-def test_our_nodes_in_launch_files_exist_as_ros2_run_executables():
-    for path in sorted((BRINGUP / "launch").glob("*.launch.py")):
-        for node in launch_nodes(path):
-            if node["package"].startswith("librobot_"):
-                assert node["executable"] in console_scripts(node["package"]), node
+def test_our_nodes_exist_as_ros2_run_executables_and_modules(tmp_path):
+    """The launch file and demo/record start system.py's nodes: by executable and by module."""
+    import importlib
+
+    from librobot_bringup import system
+
+    launch = (BRINGUP / "launch" / "robot.launch.py").read_text()
+    assert not [n for n in launch_nodes(BRINGUP / "launch" / "robot.launch.py")
+                if n.get("package", "").startswith("librobot_")], "our nodes come from system.py"
+    for spec in (system.policy_node("so100", tmp_path), system.sim_driver_node("so100"),
+                 system.hardware_driver_node("so100"), system.expert_node()):
+        assert spec.executable in console_scripts(spec.package), spec
+        assert callable(importlib.import_module(spec.module).main), spec
 
 
 def test_parameter_files_only_set_declared_parameters():

@@ -1,0 +1,69 @@
+"""The LibroBot nodes of a robot's system, defined once.
+
+robot.launch.py turns these NodeSpecs into launch_ros Nodes; `librobot-demo` and
+`librobot-record` start the same specs as child processes (graph.NodeGraph). Each node reads the
+robot's parameter file from this package's config/ (<robot>_policy.yaml, <robot>_sim.yaml), then
+the overrides given here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from librobot_bringup.graph import NodeSpec  # noqa: F401 (re-exported for the launch files)
+from librobot_drivers.resources import share_path
+
+PACKAGE = "librobot_bringup"
+
+
+def config_file(name: str) -> Path:
+    """A parameter file of this package; FileNotFoundError names it when it is missing."""
+    path = share_path("config", name, package=PACKAGE)
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameter file {path}")
+    return path
+
+
+def shipped_checkpoint(robot: str) -> Path:
+    """The checkpoint the launch file runs when none is given: checkpoints/act_<robot>."""
+    return share_path("checkpoints", f"act_{robot}", package=PACKAGE)
+
+
+def policy_node(robot: str, checkpoint: str | Path | None = None, **overrides) -> NodeSpec:
+    """The policy node with config/<robot>_policy.yaml; `checkpoint` defaults to the shipped one."""
+    checkpoint = checkpoint or shipped_checkpoint(robot)
+    return NodeSpec(
+        package="librobot_policy_node", executable="policy_node",
+        module="librobot_policy_node.policy_node", name="policy",
+        param_files=(config_file(f"{robot}_policy.yaml"),),
+        parameters={"checkpoint": str(Path(checkpoint).resolve()), **overrides},
+    )
+
+
+def sim_driver_node(robot: str, **overrides) -> NodeSpec:
+    """The driver node running the robot's simulated twin, with config/<robot>_sim.yaml."""
+    return NodeSpec(
+        package="librobot_drivers", executable="driver_node",
+        module="librobot_drivers.driver_node", name="driver",
+        param_files=(config_file(f"{robot}_sim.yaml"),),
+        parameters=overrides,
+    )
+
+
+def hardware_driver_node(robot: str, **overrides) -> NodeSpec:
+    """The driver node serving the real robot's hardware topics (joint commands in, joint states
+    out) for the topic-based hardware interface of ros2_control."""
+    return NodeSpec(
+        package="librobot_drivers", executable="driver_node",
+        module="librobot_drivers.driver_node", name="driver",
+        parameters={"robot": robot, "embodiment": robot, "command_interface": "joint_commands",
+                    **overrides},
+    )
+
+
+def expert_node(**overrides) -> NodeSpec:
+    """The scripted expert that solves the simulated task (demonstrations for `record`)."""
+    return NodeSpec(
+        package="librobot_drivers", executable="expert_node",
+        module="librobot_drivers.expert_node", name="expert", parameters=overrides,
+    )
