@@ -86,11 +86,15 @@ class Launched:
             time.sleep(0.2)
         raise AssertionError(f"{pattern!r} not in the log within {timeout_s} s:\n{self.log()[-4000:]}")
 
-    def interrupt(self, timeout_s: float = 30.0) -> int:
-        """Ctrl-C as a user would (SIGINT to the command only); returns its exit code.
-        Raises if anything it started is still running afterwards (an orphan)."""
+    def interrupt(self, timeout_s: float = 30.0, group: bool = False) -> int:
+        """SIGINT to the command (`kill -INT`), or with `group` to its whole process group as a
+        terminal's Ctrl-C does; returns its exit code. Raises if anything it started is still
+        running afterwards (an orphan)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            if group:
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(signal.SIGINT)
         try:
             code = self.process.wait(timeout=timeout_s)
         finally:

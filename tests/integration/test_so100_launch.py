@@ -8,12 +8,13 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-
+REPO = Path(__file__).resolve().parents[2]
 RECORDED = ["/camera/front/image_raw", "/joint_states", "/arm_controller/joint_trajectory",
             "/instruction", "/episode_events"]
 
@@ -120,24 +121,22 @@ def test_ros2_bag_record_of_the_running_system_converts_and_trains(default_launc
         else:
             recorder.kill()
 
-    from librobot_training.bag_to_hdf5 import main as bag_to_hdf5
-
+    # the user's next steps, with the entry points they would type
     for bag, (ending, _) in recorders.items():
         out = tmp_path / f"{bag.name}_hdf5"
-        assert bag_to_hdf5([str(bag), "--output", str(out), "--sim", "--no-progress"]) == 0, bag
+        cli.ros2("run", "librobot_training", "bag_to_hdf5", str(bag), "--output", str(out), "--sim",
+                 "--no-progress", timeout=300)
         dataset = json.loads((out / "dataset.json").read_text())
         assert dataset["episodes"], bag
         with h5py.File(out / dataset["episodes"][0]["file"]) as f:
             assert f["/observations/images/front"].shape[1:] == (120, 160, 3)
             assert np.all(np.isfinite(f["/action"][()]))
 
-    from librobot_training.train import main as train
-
     checkpoint = tmp_path / "trained"
-    assert train(["--config", "src/librobot_training/config/act_so100.yaml",
-                  f"dataset={tmp_path / 'mcap_clean_hdf5'}", f"output_dir={checkpoint}",
-                  "train.steps=3", "train.log_every=1", "train.warmup_steps=0",
-                  "train.eval.every=0"]) == 0
+    cli.ros2("run", "librobot_training", "train", "--config", str(REPO / "src/librobot_training/config/act_so100.yaml"),
+             f"dataset={tmp_path / 'mcap_clean_hdf5'}", f"output_dir={checkpoint}",
+             "train.steps=3", "train.log_every=1", "train.warmup_steps=0", "train.eval.every=0",
+             timeout=300)
     assert (checkpoint / "model.safetensors").is_file()
 
 

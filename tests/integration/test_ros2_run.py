@@ -1,0 +1,87 @@
+"""`ros2 run` of every console script, as a ROS user calls them (the converter and the trainer are
+run this way in test_so100_launch.py's bag test)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE_BAG = REPO / "src/librobot_training/test/fixtures/rosbag2/so100_demo_mcap"
+
+
+def console_scripts() -> list[tuple[str, str]]:
+    """(package, executable) of every console script the packages' setup.py declare."""
+    found = []
+    for setup in sorted(REPO.glob("src/*/setup.py")):
+        for name in re.findall(r'"(\w+) = [\w.]+:main"', setup.read_text()):
+            found.append((setup.parent.name, name))
+    return found
+
+
+NODES = {("librobot_drivers", "driver_node"), ("librobot_drivers", "expert_node"),
+         ("librobot_policy_node", "policy_node")}
+
+
+def test_every_console_script_is_covered_here():
+    assert set(console_scripts()) == NODES | {
+        ("librobot_bringup", "record"), ("librobot_bringup", "demo"),
+        ("librobot_training", "bag_to_hdf5"), ("librobot_training", "train"),
+        ("librobot_training", "evaluate")}
+
+
+@pytest.mark.parametrize("package, executable", sorted(set(console_scripts()) - NODES))
+def test_command_line_tools_have_help(cli, package, executable):
+    done = cli.ros2("run", package, executable, "--help")
+    assert done.stdout.startswith("usage: "), done.stdout
+
+
+@pytest.mark.parametrize("package, executable", sorted(NODES))
+def test_nodes_start_join_the_graph_and_stop_on_ctrl_c(cli, tmp_path, package, executable):
+    name = f"run_{executable}"
+    node = cli.start(["ros2", "run", package, executable, "--ros-args", "-r", f"__node:={name}"],
+                     tmp_path / "node.log")
+    try:
+        for _ in range(30):
+            listing = cli.ros2("node", "list", check=False).stdout
+            if f"/{name}" in listing.split():
+                break
+        assert f"/{name}" in listing.split(), listing + node.log()
+    finally:
+        code = node.interrupt(group=True)  # ros2 run leaves Ctrl-C to the terminal's group signal
+    assert code == 0 and "Traceback" not in node.log(), node.log()
+
+
+def test_evaluate_demo_and_record_run(cli, tiny_checkpoint, tmp_path):
+    evaluate = cli.ros2("run", "librobot_training", "evaluate", "--checkpoint", str(tiny_checkpoint),
+                        "--episodes", "1", "--time-limit", "2", timeout=180).stdout
+    assert re.search(r"success rate: [01]/1", evaluate), evaluate
+
+    demo = cli.ros2("run", "librobot_bringup", "demo", "--checkpoint", str(tiny_checkpoint),
+                    "--episodes", "1", "--time-limit", "3", timeout=240).stdout
+    assert re.search(r"success rate: [01]/1", demo) and "inference latency: p50" in demo, demo
+
+    bag = tmp_path / "bag"
+    record = cli.ros2("run", "librobot_bringup", "record", "--output", str(bag), "--episodes", "1",
+                      "--time-limit", "3", timeout=240).stdout
+    assert "recorded 1 episodes" in record, record
+    assert (bag / "metadata.yaml").is_file()
+
+
+def test_a_user_mistake_is_one_line_and_exit_code_2(cli, tmp_path):
+    done = cli.ros2("run", "librobot_training", "evaluate", "--checkpoint", str(tmp_path),
+                    check=False)
+    assert done.returncode == 2, done.stdout
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("librobot-evaluate: error: ") and "config.json" in lines[0], lines
+    assert lines[1:] == ["[ros2run]: Process exited with failure 2"], lines  # ros2 run's own line
+
+
+def test_the_converter_reads_the_shipped_fixture_bag(cli, tmp_path):
+    out = tmp_path / "hdf5"
+    cli.ros2("run", "librobot_training", "bag_to_hdf5", str(FIXTURE_BAG), "--output", str(out),
+             "--sim", "--no-progress", timeout=180)
+    assert json.loads((out / "dataset.json").read_text())["episodes"]
