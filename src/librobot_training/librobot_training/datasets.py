@@ -246,8 +246,10 @@ def make_synthetic_episodes(
 ) -> list[Path]:
     """Write `n_episodes` small episodes in the layout above (for tests and demos); returns their paths.
 
-    Each joint follows a sinusoid with a per-episode phase; the action is the next position, and a
-    bright square whose column follows joint 0 makes the images informative.
+    Each joint follows a sinusoid with a per-episode phase. As everywhere, action[t] is the command
+    in force at sample t; these joints reach it one period later (qpos[t + 1] == action[t]), as a
+    position-controlled arm lags its command. A bright square whose column follows joint 0 makes
+    the images informative.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,7 @@ def make_synthetic_episodes(
     for e in range(n_episodes):
         phase = rng.uniform(0, 2 * np.pi, size=(1, state_dim))
         trajectory = (0.5 * np.sin(2 * np.pi * 0.2 * t + phase)).astype(np.float32)  # (T + 1, D)
-        qpos, action = trajectory[:-1], trajectory[1:]  # action: the next position
+        qpos, action = trajectory[:-1], trajectory[1:]  # the joints lag the command by one period
         images = np.full((length, h, w, 3), 40, dtype=np.uint8)
         columns = ((qpos[:, 0] + 0.5) * (w - 8)).astype(int)  # joint 0 in [-0.5, 0.5] -> column
         for i, c in enumerate(columns):
