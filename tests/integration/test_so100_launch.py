@@ -51,8 +51,8 @@ def test_default_launch_runs_the_shipped_policy_and_solves_an_episode(default_la
 
 def test_every_parameter_reads_back_and_changes_live_or_is_refused_with_a_reason(default_launch, cli):
     names = cli.ros2("param", "list", "/policy").stdout.split()
-    for name in ("checkpoint", "device", "embodiment", "max_observation_age_s", "min_lead_s",
-                 "replan_steps", "torch_threads"):
+    for name in ("checkpoint", "device", "embodiment", "execution", "max_observation_age_s",
+                 "min_lead_s", "replan_steps", "torch_threads"):
         assert name in names
         assert "value is:" in cli.ros2("param", "get", "/policy", name).stdout
     described = cli.ros2("param", "describe", "/policy", "replan_steps").stdout
@@ -74,6 +74,12 @@ def test_every_parameter_reads_back_and_changes_live_or_is_refused_with_a_reason
     refused = cli.ros2("param", "set", "/policy", "checkpoint", "/nonexistent", check=False).stdout
     assert "Setting parameter failed" in refused and "not a checkpoint directory" in refused
     cli.ros2("param", "set", "/policy", "replan_steps", "4")
+
+    assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "execution",
+                                                  "temporal_ensemble").stdout
+    refused = cli.ros2("param", "set", "/policy", "execution", "blend", check=False).stdout
+    assert "Setting parameter failed" in refused and "expected one of receding" in refused
+    cli.ros2("param", "set", "/policy", "execution", "receding")
 
 
 def test_checkpoint_swaps_live(default_launch, cli, tiny_checkpoint):

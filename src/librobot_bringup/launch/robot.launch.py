@@ -42,6 +42,7 @@ ARGUMENTS = {
                       "embodiment) or none (the camera topics come from elsewhere)"),
     "checkpoint": ("", "policy checkpoint directory (empty: the shipped checkpoints/act_<robot>)"),
     "episodes": ("-1", "simulation: episodes to run (-1: until stopped, 0: none, the scene runs freely)"),
+    "first_seed": ("0", "simulation: seed of the first episode (the next ones count up)"),
     "rviz": ("true", "start RViz"),
 }
 
@@ -83,6 +84,7 @@ def _nodes(context: LaunchContext) -> list:
     if use_sim:
         nodes.append(_node(system.sim_driver_node(
             robot, embodiment=robot, episodes=int(LaunchConfiguration("episodes").perform(context)),
+            first_seed=int(LaunchConfiguration("first_seed").perform(context)),
             command_interface="joint_commands" if use_ros2_control else "trajectory")))
     elif not mock_hardware:
         nodes.append(_node(system.hardware_driver_node(robot)))

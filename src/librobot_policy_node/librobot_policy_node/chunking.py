@@ -1,10 +1,11 @@
-"""Turn a predicted action chunk into a stamped trajectory a controller can follow. ROS-free.
+"""Turn predicted action chunks into the stamped trajectory a controller follows. ROS-free.
 
 Action k of a chunk computed from an observation taken at t_obs is the joint target for
-t_obs + k * period (the dataset convention: action[t] is the commanded position at sample t).
-The trajectory keeps that timing: its start stamp is t_obs, time_from_start k * period, and the
-points already in the past when it is published (inference latency) are dropped, so the robot
-continues from where the chunk says it should be now instead of replaying stale targets.
+t_obs + k * period (the dataset convention: action[t] is the commanded position at sample t). The
+chunk executor (librobot_models.execution: receding, temporal_ensemble, rtc) merges it with the
+chunks before it, aligned by those times; what is published is the executor's plan from now on,
+one point per control period, stamped now -- so the points already in the past (inference
+latency) are never sent and the robot continues from where the plan has it now.
 """
 
 from __future__ import annotations
@@ -15,50 +16,51 @@ from dataclasses import dataclass
 import numpy as np
 
 from librobot_drivers.trajectory import chunk_velocities
+from librobot_models.execution import ChunkExecutor
+
+NS = 1e-9
 
 
 @dataclass(frozen=True)
 class ScheduledChunk:
-    start_ns: int  # header.stamp of the trajectory (= observation stamp)
-    time_from_start: np.ndarray  # (N,) seconds, N <= chunk length
+    start_ns: int  # header.stamp of the trajectory (the time it was planned)
+    time_from_start: np.ndarray  # (N,) seconds
     positions: np.ndarray  # (N, D)
-    velocities: np.ndarray  # (N, D), for cubic interpolation
-    dropped_points: int  # points already in the past at publish time
+    velocities: np.ndarray  # (N, D), for cubic interpolation; the last point at rest
 
 
 def schedule_chunk(
+    executor: ChunkExecutor,
     actions: np.ndarray,
     observation_stamp_ns: int,
     now_ns: int,
-    period_s: float,
     min_lead_s: float = 0.0,
     lower: np.ndarray | None = None,
     upper: np.ndarray | None = None,
 ) -> ScheduledChunk | None:
-    """Stamp a chunk (T, D); None when every point is already in the past.
+    """Add a chunk (T, D) to `executor` and return the trajectory to publish at `now_ns`; None
+    when the chunk ended before it arrived, or every point of the plan is due sooner than
+    `min_lead_s` (the transport delay).
 
-    min_lead_s: points due sooner than this after `now` are dropped too (transport delay).
-    lower/upper: joint limits (D,); targets are clamped into them.
+    lower/upper: joint limits (D,); targets are clamped into them. ValueError for a malformed or
+    non-finite chunk (nothing is added then).
     """
     actions = np.asarray(actions, dtype=np.float64)
-    if actions.ndim != 2 or len(actions) == 0:
-        raise ValueError(f"action chunk must be (T, D) with T >= 1, got shape {actions.shape}")
-    if not np.all(np.isfinite(actions)):
-        raise ValueError("action chunk contains non-finite values")
-    if lower is not None and upper is not None:
+    if actions.ndim == 2 and lower is not None and upper is not None:
         actions = np.clip(actions, lower, upper)
-    times = np.arange(len(actions)) * period_s
-    velocities = chunk_velocities(actions, period_s)
-    due_ns = observation_stamp_ns + np.round(times * 1e9).astype(np.int64)
-    keep = due_ns > now_ns + int(min_lead_s * 1e9)
+    now_s = now_ns * NS
+    executor.add(actions, observation_stamp_ns * NS, now_s)
+    if executor.chunks[-1].end_s <= now_s:
+        return None  # inference took longer than the whole chunk
+    times, targets = executor.plan(now_s)
+    keep = times > now_s + min_lead_s
     if not np.any(keep):
         return None
     return ScheduledChunk(
-        start_ns=observation_stamp_ns,
-        time_from_start=times[keep],
-        positions=actions[keep],
-        velocities=velocities[keep],  # the last point is always kept: it ends at rest
-        dropped_points=int((~keep).sum()),
+        start_ns=now_ns,
+        time_from_start=times[keep] - now_s,
+        positions=targets[keep],
+        velocities=chunk_velocities(targets[keep], executor.period),
     )
 
 

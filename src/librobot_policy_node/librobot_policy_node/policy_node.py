@@ -40,6 +40,7 @@ from librobot_drivers.images import decode_image
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
+from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -76,6 +77,10 @@ PARAMETERS = {
         "control periods between two inferences; fewer than the checkpoint's chunk length", 1, 1000)),
     "max_observation_age_s": (0.5, _seconds(
         "older camera or joint inputs: no new chunk, the arm holds", 0.001, 60.0)),
+    "execution": ("receding", ParameterDescriptor(
+        description="how overlapping chunks become the published trajectory: "
+                    + ", ".join(MODES) + " (librobot_models.execution)",
+        additional_constraints="one of " + ", ".join(MODES))),
     "min_lead_s": (0.0, _seconds(
         "also drop the chunk's points due sooner than this after publishing (transport delay)",
         0.0, 10.0)),
@@ -95,6 +100,11 @@ class PolicyNode(Node):
         self.replan_steps = values["replan_steps"]
         self.max_age_s = values["max_observation_age_s"]
         self.min_lead_s = values["min_lead_s"]
+        if values["execution"] not in MODES:
+            raise ValueError(f"parameter execution = {values['execution']!r}: expected one of "
+                             + ", ".join(MODES))
+        self.execution = values["execution"]
+        self._executor: ChunkExecutor | None = None  # made for the loaded policy's period
 
         self.policy = None
         self._pending_checkpoint: str | None = values["checkpoint"] or None
@@ -154,6 +164,8 @@ class PolicyNode(Node):
         elif self.policy is not None and replan >= self.policy.chunk_size:
             problem = (f"replan_steps {replan}: the loaded chunks have {self.policy.chunk_size} "
                        f"steps; expected 1 to {self.policy.chunk_size - 1}")
+        if changes.get("execution", self.execution) not in MODES:
+            problem = f"execution {changes['execution']!r}: expected one of {', '.join(MODES)}"
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         if checkpoint:
@@ -162,6 +174,7 @@ class PolicyNode(Node):
         self.max_age_s = changes.get("max_observation_age_s", self.max_age_s)
         self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
         self.torch_threads = changes.get("torch_threads", self.torch_threads)  # applied per tick
+        self.execution = changes.get("execution", self.execution)  # a new executor next inference
         self.get_logger().info("set " + ", ".join(f"{name} {value}" for name, value in changes.items()))
         return SetParametersResult(successful=True)
 
@@ -196,7 +209,7 @@ class PolicyNode(Node):
         return None
 
     def _load(self, path: str) -> None:
-        from librobot_models.policy import Policy  # torch is imported here, not at node start
+        from librobot_models.policy import Policy  # the model classes, only when a model loads
 
         self._apply_torch_threads()
         try:
@@ -217,6 +230,7 @@ class PolicyNode(Node):
         )
         self._buffer.instruction = self._instruction
         self._period = 1.0 / policy.rate_hz
+        self._executor = None  # a new one for this policy's period
         self._ticks_to_inference = 0
         self._latency = LatencyWindow()
         self._set_state(PolicyStatus.STATE_WAITING, "waiting for observations")
@@ -296,6 +310,8 @@ class PolicyNode(Node):
             self._buffer.clear()
             self._ticks_to_inference = 0
             self._last_chunk = None  # the driver reset the robot and holds it
+            if self._executor is not None:
+                self._executor.reset()
         if self._ticks_to_inference > 0:
             self._ticks_to_inference -= 1
             if self.policy.observation_history > 1:
@@ -320,10 +336,16 @@ class PolicyNode(Node):
         latency_ms = (time.perf_counter() - started) * 1e3
         self._latency.add(latency_ms)
         now_ns = self.get_clock().now().nanoseconds
-        chunk = schedule_chunk(
-            actions, snapshot.stamp_ns, now_ns, 1.0 / self.policy.rate_hz, self.min_lead_s,
-            self.spec.lower_limits, self.spec.upper_limits,
-        )
+        if self._executor is None or self._executor.mode != self.execution:
+            self._executor = make_executor(self.execution, self._period)
+        try:
+            chunk = schedule_chunk(self._executor, actions, snapshot.stamp_ns, now_ns, self.min_lead_s,
+                                   self.spec.lower_limits, self.spec.upper_limits)
+        except ValueError as err:  # a non-finite or malformed chunk: nothing is sent, the arm holds
+            self._hold(now_ns)
+            self._set_state(PolicyStatus.STATE_HOLDING, f"rejected chunk: {err}")
+            self.get_logger().error(self._message, throttle_duration_sec=2.0)
+            return
         if chunk is None:
             self._hold(now_ns)
             self._set_state(PolicyStatus.STATE_HOLDING, "inference slower than the whole chunk")

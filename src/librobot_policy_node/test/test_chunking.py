@@ -1,37 +1,47 @@
 import numpy as np
 import pytest
 
+from librobot_models.execution import make_executor
 from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
 MS = 1_000_000
 
 
-def test_chunk_keeps_observation_timing_and_drops_points_in_the_past():
-    actions = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))  # (10, 2)
-    chunk = schedule_chunk(actions, observation_stamp_ns=1_000 * MS, now_ns=1_250 * MS, period_s=0.1)
-    # points due at 1.0, 1.1, 1.2 s are past at 1.25 s
-    assert chunk.dropped_points == 3
-    assert chunk.start_ns == 1_000 * MS
-    assert np.allclose(chunk.time_from_start, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    assert np.allclose(chunk.positions[:, 0], np.arange(3, 10))
-    assert np.allclose(chunk.velocities[:-1], 10.0) and np.all(chunk.velocities[-1] == 0)  # 1 unit per 0.1 s; ends at rest
+def test_the_plan_keeps_observation_timing_and_starts_after_now():
+    actions = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))  # (10, 2): 1 unit per period
+    executor = make_executor("receding", 0.1)
+    chunk = schedule_chunk(executor, actions, observation_stamp_ns=1_000 * MS, now_ns=1_250 * MS)
+    # action k is due at 1.0 + 0.1 k s: published from now (1.25 s), one point per period
+    assert chunk.start_ns == 1_250 * MS
+    np.testing.assert_allclose(chunk.time_from_start, 0.1 * np.arange(1, 8))  # to the chunk's end
+    np.testing.assert_allclose(chunk.positions[:, 0], [3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.0])
+    assert np.allclose(chunk.velocities[:5], 10.0) and np.all(chunk.velocities[-1] == 0)  # ends at rest
 
 
-def test_chunk_entirely_in_the_past_is_not_sent():
-    assert schedule_chunk(np.zeros((3, 2)), 0, 10_000 * MS, 0.1) is None
+def test_a_chunk_entirely_in_the_past_is_not_sent():
+    assert schedule_chunk(make_executor("receding", 0.1), np.zeros((3, 2)), 0, 10_000 * MS) is None
 
 
 def test_min_lead_and_limits():
-    chunk = schedule_chunk(np.full((5, 1), 9.0), 0, 0, 0.1, min_lead_s=0.15,
-                           lower=np.array([-1.0]), upper=np.array([1.0]))
-    assert chunk.dropped_points == 2 and np.all(chunk.positions == 1.0)
+    chunk = schedule_chunk(make_executor("receding", 0.1), np.full((5, 1), 9.0), 0, 0,
+                           min_lead_s=0.15, lower=np.array([-1.0]), upper=np.array([1.0]))
+    np.testing.assert_allclose(chunk.time_from_start, [0.2, 0.3, 0.4])
+    assert np.all(chunk.positions == 1.0)
+
+
+def test_the_executor_mode_shapes_what_is_published():
+    ensemble = make_executor("temporal_ensemble", 0.1, m=0.0)
+    schedule_chunk(ensemble, np.zeros((10, 1)), 0, 0)
+    chunk = schedule_chunk(ensemble, np.ones((10, 1)), 200 * MS, 200 * MS)
+    np.testing.assert_allclose(chunk.positions[:6, 0], 0.5)  # both chunks vote while they overlap
+    np.testing.assert_allclose(chunk.positions[-1, 0], 1.0)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, 2)), np.zeros(3), np.array([[np.nan, 0.0]])])
 def test_bad_chunks_are_rejected(bad):
     with pytest.raises(ValueError):
-        schedule_chunk(bad, 0, 0, 0.1)
+        schedule_chunk(make_executor("receding", 0.1), bad, 0, 0)
 
 
 def make_buffer():
@@ -80,7 +90,7 @@ def test_snapshot_time_is_the_frame_the_model_sees_not_the_newer_joint_state():
 
 def test_chunks_end_at_rest_as_jazzy_joint_trajectory_controller_requires():
     actions = np.linspace(0.0, 1.0, 10)[:, None]  # still moving at the last point
-    chunk = schedule_chunk(actions, 0, 0, 0.1)
+    chunk = schedule_chunk(make_executor("receding", 0.1), actions, 0, 0)
     assert np.all(chunk.velocities[-1] == 0.0) and np.all(chunk.velocities[:-1] > 0.0)
 
 

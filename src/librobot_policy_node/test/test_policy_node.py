@@ -168,3 +168,17 @@ def test_between_inferences_a_history_window_model_gets_every_control_step(ros_c
         assert 0.1 < np.median(np.diff(times)) < 0.4
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("mode", ["temporal_ensemble", "rtc"])
+def test_the_execution_mode_changes_live_and_a_bad_one_is_refused(ros_context, spin, tiny_checkpoint, mode):
+    h = Harness(ros_context, tiny_checkpoint)
+    try:
+        refused = h.policy.set_parameters([Parameter("execution", value="blend")])[0]
+        assert not refused.successful and "expected one of receding, temporal_ensemble, rtc" in refused.reason
+        assert h.policy.set_parameters([Parameter("execution", value=mode)])[0].successful
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) >= 3, timeout_s=30.0)
+        assert h.policy._executor.mode == mode
+        assert len(h.policy._executor.chunks) >= 1
+    finally:
+        h.close()

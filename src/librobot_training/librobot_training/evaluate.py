@@ -3,9 +3,11 @@
     python -m librobot_training.evaluate --checkpoint runs/act_so100 --episodes 20
 
 The same Policy.infer the policy node calls, on the same MuJoCo twin, with the timing of the ROS
-loop (one observation every `replan_steps` control periods, the chunk's targets followed with
-linear interpolation), but stepped as fast as the CPU allows. Useful while training; the ROS
-graph version is `librobot_bringup.demo`.
+loop: one observation every `replan_steps` control periods, the simulation running on while the
+model infers (`--latency-ms`: a fixed delay, or `measured`), chunks turned into targets by an
+executor (`--execution`: receding, temporal_ensemble, rtc) and followed by the driver's
+trajectory follower. Stepped as fast as the CPU allows; useful while training. The ROS graph
+version is `librobot_bringup.demo`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule
 from librobot_drivers.sim.so100_sim import SO100Sim
 from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
+from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
 
 
@@ -36,9 +39,13 @@ class Rollout:
 
 def rollout(
     policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 4,
-    keep_frames: bool = False,
+    keep_frames: bool = False, latency_s: float | None = 0.0, execution: str = "receding",
 ) -> Rollout:
-    """One episode: observe, infer a chunk, follow its next `replan_steps` targets, repeat."""
+    """One episode, timed like the policy node: an observation every `replan_steps` control
+    periods (or, when inference is slower, at the first period after the last chunk arrived);
+    the simulation keeps running while the model infers, and the chunk takes effect `latency_s`
+    after its observation (None: the measured inference time). The executor (`execution`, see
+    librobot_models.execution) turns the chunks into the targets the follower tracks."""
     period = 1.0 / policy.rate_hz
     episodes = EpisodeManager(EpisodeSchedule(episodes=1, first_seed=seed, time_limit_s=time_limit_s,
                                               pause_s=0.0))
@@ -46,32 +53,45 @@ def rollout(
     sim.reset(seed)
     policy.reset()
     follower = TrajectoryFollower(sim.read_joints().position)
-    inference_ms, frames, t = [], [], 0.0
+    executor = make_executor(execution, period)
+    inference_ms, frames = [], []
+    pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
+    next_inference, t = 0.0, 0.0
 
     def observation() -> dict:
         images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
         return {"images": images, "state": sim.read_joints().position, "time_s": t}
 
     while True:
-        obs = observation()
-        if keep_frames:
-            frames.append(obs["images"][policy.camera_names[0]].copy())
-        started = time.perf_counter()
-        chunk = policy.infer(obs)["actions"]
-        inference_ms.append((time.perf_counter() - started) * 1e3)
-        # As the policy node schedules a chunk (chunk[k] is the target for k periods after the
-        # observation) and a joint_trajectory_controller follows it, with zero latency.
-        targets = sim.spec.clip(chunk)
-        follower.set_trajectory(sim.time, sim.time, period * np.arange(len(targets)), targets,
-                                chunk_velocities(targets, period))
-        for step in range(1, replan_steps + 1):
+        if pending is None and t >= next_inference - 1e-9:
+            obs = observation()
+            if keep_frames:
+                frames.append(obs["images"][policy.camera_names[0]].copy())
+            started = time.perf_counter()
+            chunk = policy.infer(obs)["actions"]
+            inference_ms.append((time.perf_counter() - started) * 1e3)
+            delay = inference_ms[-1] * 1e-3 if latency_s is None else latency_s
+            pending = (sim.spec.clip(chunk), t, t + delay)
+            next_inference = t + replan_steps * period
+        elif policy.observation_history > 1:
+            policy.observe(observation())  # the steps in between, for the model's history
+        end = t + period
+        if pending is not None and pending[2] < end - 1e-9:
+            chunk, observed, arrival = pending
+            sim.follow(follower, arrival - t)  # the old targets until the chunk is there
+            executor.add(chunk, observed, arrival)
+            times, targets = executor.plan(arrival)
+            # as the node publishes it: stamped now, ending at rest, cubic through the targets
+            follower.set_trajectory(sim.time, sim.time, times - arrival, targets,
+                                    chunk_velocities(targets, period))
+            sim.follow(follower, end - arrival)
+            pending = None
+        else:
             sim.follow(follower, period)
-            t += period
-            event = episodes.update(t, sim.task_success())
-            if event is not None:
-                return Rollout(seed, event.success, t, inference_ms, frames)
-            if step < replan_steps and policy.observation_history > 1:
-                policy.observe(observation())  # the steps in between, for the model's history
+        t = end
+        event = episodes.update(t, sim.task_success())
+        if event is not None:
+            return Rollout(seed, event.success, t, inference_ms, frames)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,6 +101,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
     parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
     parser.add_argument("--replan-steps", type=int, default=4, help="control periods per inference (default 4)")
+    parser.add_argument("--latency-ms", default="0",
+                        help="delay from observation to chunk while the simulation runs on: "
+                             "milliseconds, or 'measured' for the inference time (default 0)")
+    parser.add_argument("--execution", choices=MODES, default="receding",
+                        help="how overlapping chunks become targets (default receding)")
     return parser.parse_args(argv)
 
 
@@ -96,12 +121,24 @@ def main(argv=None) -> int:
               f"{policy.chunk_size - 1} (the chunk has {policy.chunk_size} steps, the first is now)",
               file=sys.stderr)
         return 2
+    if args.latency_ms == "measured":
+        latency_s = None
+    else:
+        try:
+            latency_s = float(args.latency_ms) * 1e-3
+        except ValueError:
+            latency_s = -1.0
+        if not latency_s >= 0:
+            print(f"librobot-evaluate: error: --latency-ms {args.latency_ms}: expected milliseconds "
+                  ">= 0 or 'measured'", file=sys.stderr)
+            return 2
     sim = SO100Sim(render_cameras=tuple(policy.camera_names))
     sim.connect()
     results = []
     with tqdm(range(args.seed, args.seed + args.episodes), unit="episode") as seeds:
         for seed in seeds:
-            results.append(rollout(policy, sim, seed, args.time_limit, args.replan_steps))
+            results.append(rollout(policy, sim, seed, args.time_limit, args.replan_steps,
+                                   latency_s=latency_s, execution=args.execution))
             seeds.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     latencies = [ms for r in results for ms in r.inference_ms]
     successes = sum(r.success for r in results)
