@@ -26,6 +26,7 @@ def load(name):
         ("bench_frameworks", ["--runs", "1", "--threads", "1"], "vs ACT"),  # every framework
         ("bench_policy", [], "overhead ratio:"),
         ("bench_convert", [], "ratio"),
+        ("bench_execution", ["--episodes", "1", "--time-limit", "2", "--delays-ms", "0", "200"], "ratios against"),
     ],
 )
 def test_benchmark_runs_and_reports_a_ratio(name, argv, ratio_line, capsys):

@@ -35,6 +35,16 @@ class Rollout:
     duration_s: float
     inference_ms: list[float]
     frames: list[np.ndarray]  # front camera at every observation, when recorded
+    commands: np.ndarray  # (ticks, D) the joint target at the end of every control period
+
+    def smoothness(self, period: float) -> tuple[float, float]:
+        """(largest change of a joint target in one control period, rad; mean absolute jerk of
+        the targets, rad/s^3): what chunk boundaries do to the motion."""
+        if len(self.commands) < 4:
+            return 0.0, 0.0
+        largest = float(np.abs(np.diff(self.commands, axis=0)).max())
+        jerk = float(np.abs(np.diff(self.commands, n=3, axis=0)).mean()) / period**3
+        return largest, jerk
 
 
 def rollout(
@@ -54,7 +64,7 @@ def rollout(
     policy.reset()
     follower = TrajectoryFollower(sim.read_joints().position)
     executor = make_executor(execution, period)
-    inference_ms, frames = [], []
+    inference_ms, frames, commands = [], [], []
     pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
     next_inference, t = 0.0, 0.0
 
@@ -78,7 +88,7 @@ def rollout(
         end = t + period
         if pending is not None and pending[2] < end - 1e-9:
             chunk, observed, arrival = pending
-            sim.follow(follower, arrival - t)  # the old targets until the chunk is there
+            sim.follow(follower, max(0.0, arrival - t))  # the old targets until the chunk is there
             executor.add(chunk, observed, arrival)
             times, targets = executor.plan(arrival)
             # as the node publishes it: stamped now, ending at rest, cubic through the targets
@@ -89,9 +99,10 @@ def rollout(
         else:
             sim.follow(follower, period)
         t = end
+        commands.append(follower.positions_at(np.array([sim.time]))[0])
         event = episodes.update(t, sim.task_success())
         if event is not None:
-            return Rollout(seed, event.success, t, inference_ms, frames)
+            return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
