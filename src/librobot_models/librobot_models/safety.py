@@ -1,7 +1,7 @@
 """The safety layer between a plan of joint targets and the robot. ROS-free, one for every robot.
 
     safety = SafetyFilter(SafetyLimits(lower, upper, max_velocity, max_step=0.5))
-    safety.activate(measured, now_s)                # ramps in from where the robot is
+    safety.activate()                               # the next plan ramps in from the robot
     targets = safety.filter(times, plan, measured, now_s)   # or raises UnsafeCommand
 
 What it does, in order, to a plan (times (N,) from now on, targets (N, D)):
@@ -65,23 +65,25 @@ class SafetyFilter:
         self.limits = limits
         self.ramp_in_s = ramp_in_s
         self._ramp: tuple[float, np.ndarray] | None = None  # (activation time, measured then)
+        self._ramp_pending = False
         self.estop_reason: str | None = None
         self.last_report = ""
 
     # -- state -----------------------------------------------------------------------------------
-    def activate(self, measured: np.ndarray, now_s: float) -> None:
-        """Start commanding: the next plans blend in from `measured` over ramp_in_s."""
-        self._ramp = (now_s, self._checked_measurement(measured))
+    def activate(self) -> None:
+        """Start commanding: the plans blend in over ramp_in_s from the measured position and
+        time given with the next one."""
+        self._ramp_pending = True
 
     def estop(self, reason: str) -> None:
         """Latch the e-stop: every plan is refused until release()."""
         if self.estop_reason is None:
             self.estop_reason = reason or "e-stop"
 
-    def release(self, measured: np.ndarray, now_s: float) -> None:
-        """Unlatch the e-stop and ramp in again from where the robot is."""
+    def release(self) -> None:
+        """Unlatch the e-stop; the next plan ramps in again from where the robot is then."""
         self.estop_reason = None
-        self.activate(measured, now_s)
+        self.activate()
 
     @property
     def estopped(self) -> bool:
@@ -113,6 +115,8 @@ class SafetyFilter:
                                 f"{step[joint]:.3f} rad from the measured {measured[joint]:.3f} rad "
                                 f"(max_step {limits.max_step} rad)")
         notes = []
+        if self._ramp_pending:
+            self._ramp, self._ramp_pending = (now_s, measured), False
         safe = np.clip(targets, limits.lower, limits.upper)
         if np.any(safe != targets):
             notes.append("clamped into the joint limits")

@@ -53,7 +53,7 @@ def test_acceleration_limit_ramps_the_speed_up():
 
 def test_ramp_in_starts_at_the_measured_position_and_reaches_the_plan():
     safety = SafetyFilter(LIMITS, ramp_in_s=0.5)
-    safety.activate(np.array([0.1, 0.0]), now_s=0.0)
+    safety.activate()
     targets = np.tile([0.3, 0.0], (5, 1))
     safe = safety.filter(TIMES, targets, np.array([0.1, 0.0]), 0.0)
     np.testing.assert_allclose(safe[:, 0], [0.14, 0.18, 0.22, 0.26, 0.3])
@@ -69,7 +69,7 @@ def test_the_e_stop_latches_until_released_then_ramps_in_again():
             safety.filter(TIMES, np.zeros((5, 2)), np.zeros(2), 0.0)
     safety.estop("second")  # the first reason stays
     assert safety.estop_reason == "operator"
-    safety.release(np.array([0.2, 0.0]), now_s=0.0)
+    safety.release()
     assert not safety.estopped
     safe = safety.filter(TIMES, np.zeros((5, 2)), np.array([0.2, 0.0]), 0.0)
     assert safe[0, 0] == pytest.approx(0.16)  # blending from where the robot is

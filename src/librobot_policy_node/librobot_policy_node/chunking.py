@@ -17,6 +17,7 @@ import numpy as np
 
 from librobot_drivers.trajectory import chunk_velocities
 from librobot_models.execution import ChunkExecutor
+from librobot_models.safety import SafetyFilter
 
 NS = 1e-9
 
@@ -35,19 +36,17 @@ def schedule_chunk(
     observation_stamp_ns: int,
     now_ns: int,
     min_lead_s: float = 0.0,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
+    safety: SafetyFilter | None = None,
+    measured: np.ndarray | None = None,
 ) -> ScheduledChunk | None:
     """Add a chunk (T, D) to `executor` and return the trajectory to publish at `now_ns`; None
     when the chunk ended before it arrived, or every point of the plan is due sooner than
     `min_lead_s` (the transport delay).
 
-    lower/upper: joint limits (D,); targets are clamped into them. ValueError for a malformed or
-    non-finite chunk (nothing is added then).
+    With `safety` the plan passes the safety layer, starting from `measured` (D,); UnsafeCommand
+    (a ValueError) when it refuses it. ValueError too for a malformed or non-finite chunk (nothing
+    is added then).
     """
-    actions = np.asarray(actions, dtype=np.float64)
-    if actions.ndim == 2 and lower is not None and upper is not None:
-        actions = np.clip(actions, lower, upper)
     now_s = now_ns * NS
     executor.add(actions, observation_stamp_ns * NS, now_s)
     if executor.chunks[-1].end_s <= now_s:
@@ -56,11 +55,14 @@ def schedule_chunk(
     keep = times > now_s + min_lead_s
     if not np.any(keep):
         return None
+    times, targets = times[keep], targets[keep]
+    if safety is not None:
+        targets = safety.filter(times, targets, measured, now_s)
     return ScheduledChunk(
         start_ns=now_ns,
-        time_from_start=times[keep] - now_s,
-        positions=targets[keep],
-        velocities=chunk_velocities(targets[keep], executor.period),
+        time_from_start=times - now_s,
+        positions=targets,
+        velocities=chunk_velocities(targets, executor.period),
     )
 
 

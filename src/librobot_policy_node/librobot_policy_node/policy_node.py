@@ -31,7 +31,8 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
@@ -41,6 +42,7 @@ from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
+from librobot_models.safety import SafetyFilter, SafetyLimits
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -81,6 +83,14 @@ PARAMETERS = {
         description="how overlapping chunks become the published trajectory: "
                     + ", ".join(MODES) + " (librobot_models.execution)",
         additional_constraints="one of " + ", ".join(MODES))),
+    "max_step": (0.5, _seconds(
+        "rad: a plan whose first target is further than this from the measured joints is refused",
+        0.01, 10.0)),
+    "ramp_in_s": (1.0, _seconds(
+        "blend from the measured joints into the plans after activation and e-stop release",
+        0.0, 30.0)),
+    "dry_run": (False, ParameterDescriptor(
+        description="compute and publish chunks on ~/action_chunk, command nothing")),
     "min_lead_s": (0.0, _seconds(
         "also drop the chunk's points due sooner than this after publishing (transport delay)",
         0.0, 10.0)),
@@ -105,6 +115,9 @@ class PolicyNode(Node):
                              + ", ".join(MODES))
         self.execution = values["execution"]
         self._executor: ChunkExecutor | None = None  # made for the loaded policy's period
+        self.dry_run = values["dry_run"]
+        self.safety = SafetyFilter(self._limits(values["max_step"]), values["ramp_in_s"])
+        self.safety.activate()
 
         self.policy = None
         self._pending_checkpoint: str | None = values["checkpoint"] or None
@@ -120,6 +133,7 @@ class PolicyNode(Node):
         self._ticks_to_inference = 0  # ticks that only observe before the next inference
         self._reset_requested = False
         self._stop = threading.Event()
+        self._command_lock = threading.Lock()  # e-stop and hold vs. publishing a chunk
 
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
@@ -141,6 +155,11 @@ class PolicyNode(Node):
             )
         self._instruction = ""
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # The e-stop latches from a topic (any std_msgs/Bool true) or a service; only the release
+        # service unlatches it.
+        self.create_subscription(Bool, "~/estop", self._on_estop_topic, LIVE)
+        self.create_service(Trigger, "~/estop", self._on_estop_service)
+        self.create_service(Trigger, "~/release", self._on_release_service)
         # Load a start-up checkpoint before offering commands: a driver that waits for someone to
         # command the robot then starts with a policy that is ready (later swaps load in _on_tick).
         if self._pending_checkpoint:
@@ -175,6 +194,15 @@ class PolicyNode(Node):
         self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
         self.torch_threads = changes.get("torch_threads", self.torch_threads)  # applied per tick
         self.execution = changes.get("execution", self.execution)  # a new executor next inference
+        if "max_step" in changes:
+            self.safety.limits = self._limits(changes["max_step"])
+        self.safety.ramp_in_s = changes.get("ramp_in_s", self.safety.ramp_in_s)
+        if changes.get("dry_run", self.dry_run) != self.dry_run:
+            self.dry_run = changes["dry_run"]
+            if self.dry_run:
+                self._hold(self.get_clock().now().nanoseconds)  # stop where the robot is going
+            else:
+                self.safety.activate()
         self.get_logger().info("set " + ", ".join(f"{name} {value}" for name, value in changes.items()))
         return SetParametersResult(successful=True)
 
@@ -252,6 +280,37 @@ class PolicyNode(Node):
         policy.infer(blank)
         policy.reset()
 
+    # -- safety ----------------------------------------------------------------------------------
+    def _limits(self, max_step: float) -> SafetyLimits:
+        return SafetyLimits(self.spec.lower_limits, self.spec.upper_limits,
+                            self.spec.velocity_limits, max_step=max_step)
+
+    def _estop(self, reason: str) -> None:
+        if not self.safety.estopped:
+            self.get_logger().error(f"e-stop latched: {reason}; the arm holds until ~/release")
+        with self._command_lock:  # no chunk is published between the latch and the hold
+            self.safety.estop(reason)
+        self._hold(self.get_clock().now().nanoseconds)
+        self._set_state(PolicyStatus.STATE_HOLDING, f"e-stop latched: {self.safety.estop_reason}")
+
+    def _on_estop_topic(self, msg: Bool) -> None:
+        if msg.data:
+            self._estop("e-stop topic")
+
+    def _on_estop_service(self, request, response):
+        self._estop("e-stop service")
+        response.success, response.message = True, f"e-stop latched: {self.safety.estop_reason}"
+        return response
+
+    def _on_release_service(self, request, response):
+        if not self.safety.estopped:
+            response.success, response.message = False, "the e-stop is not latched"
+            return response
+        self.safety.release()
+        self.get_logger().warn("e-stop released: commanding again, ramping in from the arm's position")
+        response.success, response.message = True, "released; ramping in from the measured position"
+        return response
+
     # -- inputs ----------------------------------------------------------------------------------
     def _put(self, key: str, msg) -> None:
         buffer = self._buffer
@@ -301,8 +360,8 @@ class PolicyNode(Node):
         if self._pending_checkpoint:
             path, self._pending_checkpoint = self._pending_checkpoint, None
             self._load(path)
-        if self.policy is None:
-            return
+        if self.policy is None or self.safety.estopped:
+            return  # nothing to run, or nothing may move until the e-stop is released
         self._apply_torch_threads()
         if self._reset_requested:
             self._reset_requested = False
@@ -338,12 +397,16 @@ class PolicyNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         if self._executor is None or self._executor.mode != self.execution:
             self._executor = make_executor(self.execution, self._period)
+        if self._holding and not self.dry_run:
+            self.safety.activate()  # resuming: ramp in from where the arm stopped
         try:
             chunk = schedule_chunk(self._executor, actions, snapshot.stamp_ns, now_ns, self.min_lead_s,
-                                   self.spec.lower_limits, self.spec.upper_limits)
-        except ValueError as err:  # a non-finite or malformed chunk: nothing is sent, the arm holds
+                                   self.safety, snapshot.observation["state"])
+        except ValueError as err:  # refused by the safety layer, or malformed: the arm holds
             self._hold(now_ns)
-            self._set_state(PolicyStatus.STATE_HOLDING, f"rejected chunk: {err}")
+            if self.safety.estopped:
+                return
+            self._set_state(PolicyStatus.STATE_HOLDING, f"refused chunk: {err}")
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
             return
         if chunk is None:
@@ -354,27 +417,33 @@ class PolicyNode(Node):
             self.spec.joint_names, chunk.start_ns, chunk.time_from_start, chunk.positions,
             chunk.velocities,
         )
-        self._trajectory_pub.publish(trajectory)
-        self._last_chunk, self._holding = chunk, False
+        with self._command_lock:
+            if self.safety.estopped:
+                return  # latched while this chunk was computed: it never reaches the robot
+            if not self.dry_run:
+                self._trajectory_pub.publish(trajectory)
+                self._last_chunk, self._holding = chunk, False
         self._ticks_to_inference = self.replan_steps - 1
         self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
         self._publish_chunk(trajectory, latency_ms)
-        self._set_state(PolicyStatus.STATE_RUNNING, "")
+        self._set_state(PolicyStatus.STATE_RUNNING,
+                        "dry run: commanding nothing" if self.dry_run else self.safety.last_report)
 
     def _hold(self, now_ns: int) -> None:
         """Stop the arm where the last chunk has it now, once: without this the controller would
         play the rest of that chunk open loop (up to its length) on inputs that went stale.
         A one-point trajectory at rest, which every joint_trajectory_controller version holds."""
-        chunk = self._last_chunk
-        if chunk is None or self._holding:
-            return
-        times = chunk.start_ns * 1e-9 + chunk.time_from_start
-        position, _ = Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)
-        period = 1.0 / self.policy.rate_hz
-        self._trajectory_pub.publish(messages.trajectory_msg(
-            self.spec.joint_names, now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof))))
-        self._holding = True
-        self.get_logger().warn("inputs not ready: holding the arm where it is", throttle_duration_sec=2.0)
+        with self._command_lock:
+            chunk = self._last_chunk
+            if chunk is None or self._holding:
+                return
+            times = chunk.start_ns * 1e-9 + chunk.time_from_start
+            position, _ = Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)
+            period = 1.0 / self.policy.rate_hz
+            self._trajectory_pub.publish(messages.trajectory_msg(
+                self.spec.joint_names, now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof))))
+            self._holding = True
+        self.get_logger().warn("holding the arm where it is", throttle_duration_sec=2.0)
 
     @staticmethod
     def _with_time(snapshot) -> dict:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from librobot_models.execution import make_executor
+from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
 from librobot_policy_node.chunking import LatencyWindow, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -23,11 +24,17 @@ def test_a_chunk_entirely_in_the_past_is_not_sent():
     assert schedule_chunk(make_executor("receding", 0.1), np.zeros((3, 2)), 0, 10_000 * MS) is None
 
 
-def test_min_lead_and_limits():
+def test_min_lead_and_the_safety_layer():
+    safety = SafetyFilter(SafetyLimits(np.array([-1.0]), np.array([1.0]), np.array([100.0]), max_step=9.0))
     chunk = schedule_chunk(make_executor("receding", 0.1), np.full((5, 1), 9.0), 0, 0,
-                           min_lead_s=0.15, lower=np.array([-1.0]), upper=np.array([1.0]))
+                           min_lead_s=0.15, safety=safety, measured=np.array([0.0]))
     np.testing.assert_allclose(chunk.time_from_start, [0.2, 0.3, 0.4])
-    assert np.all(chunk.positions == 1.0)
+    assert np.all(chunk.positions == 1.0)  # clamped into the joint limits
+    with pytest.raises(UnsafeCommand, match="max_step"):  # 9 rad away from where the arm is
+        schedule_chunk(make_executor("receding", 0.1), np.full((5, 1), 9.0), 0, 0,
+                       safety=SafetyFilter(SafetyLimits(np.array([-10.0]), np.array([10.0]),
+                                                        np.array([100.0]))),
+                       measured=np.array([0.0]))
 
 
 def test_the_executor_mode_shapes_what_is_published():

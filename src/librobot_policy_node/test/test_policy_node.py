@@ -25,7 +25,9 @@ class Harness:
     """Publishes observations like a driver and collects what the policy node sends."""
 
     def __init__(self, context, checkpoint, **params):
-        overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("replan_steps", value=1)]
+        # random weights predict targets anywhere: the max-step check has its own test
+        params = {"replan_steps": 1, "max_step": 10.0, **params}
+        overrides = [Parameter("checkpoint", value=str(checkpoint))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.policy = PolicyNode(context=context, parameter_overrides=overrides)
         self.robot = Node("fake_driver", context=context)
@@ -180,5 +182,60 @@ def test_the_execution_mode_changes_live_and_a_bad_one_is_refused(ros_context, s
         assert spin(h.executor, lambda: h.publish() or len(h.trajectories) >= 3, timeout_s=30.0)
         assert h.policy._executor.mode == mode
         assert len(h.policy._executor.chunks) >= 1
+    finally:
+        h.close()
+
+
+def test_the_e_stop_latches_from_the_topic_holds_and_only_the_release_service_unlatches(
+        ros_context, spin, tiny_checkpoint):
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+
+    h = Harness(ros_context, tiny_checkpoint, ramp_in_s=0.3)
+    estop = h.robot.create_publisher(Bool, "/policy/estop", 10)
+    release = h.robot.create_client(Trigger, "/policy/release")
+    try:
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) >= 2, timeout_s=30.0)
+        assert spin(h.executor, lambda: estop.publish(Bool(data=True)) or h.policy.safety.estopped,
+                    timeout_s=10.0)
+        assert spin(h.executor, lambda: len(h.trajectories[-1].points) == 1, timeout_s=5.0)
+        spin(h.executor, lambda: False, timeout_s=1.0)  # anything still in flight arrives
+        hold = h.trajectories[-1]
+        assert len(hold.points) == 1 and not any(hold.points[0].velocities)  # one point, at rest
+        count = len(h.trajectories)
+        estop.publish(Bool(data=False))  # false does not release
+        spin(h.executor, lambda: h.publish() and False, timeout_s=2.0)
+        assert len(h.trajectories) == count and h.policy.safety.estopped
+        assert h.policy._state == PolicyStatus.STATE_HOLDING and "e-stop latched" in h.policy._message
+
+        future = release.call_async(Trigger.Request())
+        assert spin(h.executor, future.done, timeout_s=10.0) and future.result().success
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) > count, timeout_s=30.0)
+        again = release.call_async(Trigger.Request())
+        assert spin(h.executor, again.done, timeout_s=10.0)
+        assert not again.result().success and "not latched" in again.result().message
+    finally:
+        h.close()
+
+
+def test_dry_run_publishes_chunks_but_commands_nothing(ros_context, spin, tiny_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint, dry_run=True)
+    try:
+        assert spin(h.executor, lambda: h.publish() or len(h.chunks) >= 3, timeout_s=30.0)
+        assert h.trajectories == [] and "dry run" in h.policy._message
+        assert h.policy.set_parameters([Parameter("dry_run", value=False)])[0].successful
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) >= 1, timeout_s=30.0)
+    finally:
+        h.close()
+
+
+def test_a_chunk_far_from_the_measured_joints_is_refused_and_the_arm_holds(ros_context, spin,
+                                                                           tiny_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint, max_step=0.01)  # the tiny model's chunk is further
+    try:
+        assert spin(h.executor, lambda: h.publish() or "refused chunk" in h.policy._message,
+                    timeout_s=30.0)
+        assert "max_step 0.01 rad" in h.policy._message and h.trajectories == []
+        assert h.policy._state == PolicyStatus.STATE_HOLDING
     finally:
         h.close()

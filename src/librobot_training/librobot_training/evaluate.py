@@ -5,8 +5,8 @@
 The same Policy.infer the policy node calls, on the same MuJoCo twin, with the timing of the ROS
 loop: one observation every `replan_steps` control periods, the simulation running on while the
 model infers (`--latency-ms`: a fixed delay, or `measured`), chunks turned into targets by an
-executor (`--execution`: receding, temporal_ensemble, rtc) and followed by the driver's
-trajectory follower. Stepped as fast as the CPU allows; useful while training. The ROS graph
+executor (`--execution`: receding, temporal_ensemble, rtc), checked by the safety layer and
+followed by the driver's trajectory follower. Stepped as fast as the CPU allows; useful while training. The ROS graph
 version is `librobot_bringup.demo`.
 """
 
@@ -26,6 +26,7 @@ from librobot_drivers.sim.so100_sim import SO100Sim
 from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
 from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
+from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Rollout:
     inference_ms: list[float]
     frames: list[np.ndarray]  # front camera at every observation, when recorded
     commands: np.ndarray  # (ticks, D) the joint target at the end of every control period
+    refused_chunks: int  # plans the safety layer refused (the arm held instead)
 
     def smoothness(self, period: float) -> tuple[float, float]:
         """(largest change of a joint target in one control period, rad; mean absolute jerk of
@@ -64,6 +66,9 @@ def rollout(
     policy.reset()
     follower = TrajectoryFollower(sim.read_joints().position)
     executor = make_executor(execution, period)
+    spec = sim.spec
+    safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits))
+    refused = 0
     inference_ms, frames, commands = [], [], []
     pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
     next_inference, t = 0.0, 0.0
@@ -91,9 +96,14 @@ def rollout(
             sim.follow(follower, max(0.0, arrival - t))  # the old targets until the chunk is there
             executor.add(chunk, observed, arrival)
             times, targets = executor.plan(arrival)
-            # as the node publishes it: stamped now, ending at rest, cubic through the targets
-            follower.set_trajectory(sim.time, sim.time, times - arrival, targets,
-                                    chunk_velocities(targets, period))
+            try:  # as the node publishes it: through the safety layer, stamped now, ending at
+                # rest, cubic through the targets; a refused plan holds the arm where it is going
+                targets = safety.filter(times, targets, sim.read_joints().position, arrival)
+                follower.set_trajectory(sim.time, sim.time, times - arrival, targets,
+                                        chunk_velocities(targets, period))
+            except UnsafeCommand:
+                follower.hold(follower.sample(sim.time)[0])
+                refused += 1
             sim.follow(follower, end - arrival)
             pending = None
         else:
@@ -102,7 +112,7 @@ def rollout(
         commands.append(follower.positions_at(np.array([sim.time]))[0])
         event = episodes.update(t, sim.task_success())
         if event is not None:
-            return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands))
+            return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands), refused)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -154,6 +164,9 @@ def main(argv=None) -> int:
     latencies = [ms for r in results for ms in r.inference_ms]
     successes = sum(r.success for r in results)
     print(f"success rate: {successes}/{len(results)} = {successes / len(results):.0%}")
+    refused = sum(r.refused_chunks for r in results)
+    if refused:
+        print(f"safety layer: refused {refused} chunks (the arm held instead)")
     print(f"inference latency: p50 {np.percentile(latencies, 50):.1f} ms, "
           f"p99 {np.percentile(latencies, 99):.1f} ms")
     return 0
