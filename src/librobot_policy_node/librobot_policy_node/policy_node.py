@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 import time
 
 import numpy as np
@@ -43,6 +44,7 @@ from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_models.safety import SafetyFilter, SafetyLimits
+from librobot_policy_node.loading import BackgroundLoader
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -71,7 +73,12 @@ PARAMETERS = {
     "device": ("cpu", ParameterDescriptor(
         description="torch device the policy runs on (cpu, cuda, cuda:1)", read_only=True)),
     "checkpoint": ("", ParameterDescriptor(
-        description="checkpoint directory; setting it loads the model and swaps it in live")),
+        description="checkpoint directory; setting it loads the model in the background and swaps "
+                    "it in at the next inference, the old model driving until then")),
+    "models": ("", ParameterDescriptor(
+        description="directory of checkpoints (one per subdirectory) that `framework` chooses from")),
+    "framework": ("", ParameterDescriptor(
+        description="load the checkpoint of this framework (act, pi0, ...) from `models`, live")),
     # Small policies on a CPU shared with the driver: one thread avoids OpenMP threads waiting on
     # each other (measured 7x slower steps with 2 threads on a busy 2-core CPU).
     "torch_threads": (1, _integer("CPU threads for inference (0: torch's default)", 0, 256)),
@@ -120,7 +127,8 @@ class PolicyNode(Node):
         self.safety.activate()
 
         self.policy = None
-        self._pending_checkpoint: str | None = values["checkpoint"] or None
+        self.models = values["models"]
+        self._loader = BackgroundLoader(self._load_policy)
         self._threads_applied = -1  # torch_threads as last applied on the inference thread
         self._last_chunk: ScheduledChunk | None = None  # the chunk the controller follows
         self._holding = False
@@ -161,10 +169,17 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/release", self._on_release_service)
         # Load a start-up checkpoint before offering commands: a driver that waits for someone to
-        # command the robot then starts with a policy that is ready (later swaps load in _on_tick).
-        if self._pending_checkpoint:
-            path, self._pending_checkpoint = self._pending_checkpoint, None
-            self._load(path)
+        # command the robot then starts with a policy that is ready (later swaps load in the
+        # background while the current model keeps control).
+        start = values["checkpoint"] or (
+            self._framework_checkpoint(values["framework"]) if values["framework"] else None)
+        if start:
+            self._apply_torch_threads()
+            try:
+                self._install(self._load_policy(start), start)
+            except Exception as err:  # keep running without a model, say why
+                self._set_state(PolicyStatus.STATE_ERROR, f"could not load {start}: {err}")
+                self.get_logger().error(self._message)
         self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
         self.create_timer(1.0, self._publish_status)
         self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
@@ -178,7 +193,13 @@ class PolicyNode(Node):
         checkpoint = changes.get("checkpoint")
         replan = changes.get("replan_steps", self.replan_steps)
         problem = None
-        if checkpoint:
+        if changes.get("framework"):
+            models = changes.get("models", self.models)
+            checkpoint = self._framework_checkpoint(changes["framework"], models)
+            if checkpoint is None:
+                problem = (f"framework {changes['framework']!r}: no checkpoint of it in models "
+                           f"{models!r} (found: {', '.join(self._frameworks(models)) or 'none'})")
+        if checkpoint and not problem:
             problem = self._checkpoint_problem(checkpoint, replan)
         elif self.policy is not None and replan >= self.policy.chunk_size:
             problem = (f"replan_steps {replan}: the loaded chunks have {self.policy.chunk_size} "
@@ -187,8 +208,9 @@ class PolicyNode(Node):
             problem = f"execution {changes['execution']!r}: expected one of {', '.join(MODES)}"
         if problem:
             return SetParametersResult(successful=False, reason=problem)
+        self.models = changes.get("models", self.models)
         if checkpoint:
-            self._pending_checkpoint = checkpoint  # loaded by the inference thread
+            self._loader.request(checkpoint)  # the current model drives until it is ready
         self.replan_steps = changes.get("replan_steps", self.replan_steps)
         self.max_age_s = changes.get("max_observation_age_s", self.max_age_s)
         self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
@@ -228,6 +250,9 @@ class PolicyNode(Node):
         if list(joints) != self.spec.joint_names:
             return (f"{path}: checkpoint joints {list(joints)} differ from the {self.spec.name} "
                     f"joints {self.spec.joint_names}")
+        if abs(float(header["rate_hz"]) - self.spec.control_rate_hz) > 1e-6:
+            return (f"{path}: the checkpoint runs at {header['rate_hz']} Hz, the {self.spec.name} "
+                    f"is controlled at {self.spec.control_rate_hz} Hz")
         unknown = [cam for cam in cameras if cam not in self.spec.camera_names]
         if unknown:
             return f"{path}: cameras {unknown} are not {self.spec.name} cameras {self.spec.camera_names}"
@@ -236,20 +261,53 @@ class PolicyNode(Node):
                     "fewer than the chunk, so a new chunk comes before the last one ends)")
         return None
 
-    def _load(self, path: str) -> None:
+    def _frameworks(self, models: str | None = None) -> dict[str, str]:
+        """framework name -> checkpoint directory, for the checkpoints in `models`."""
+        found = {}
+        root = Path(models if models is not None else self.models)
+        if not str(models if models is not None else self.models) or not root.is_dir():
+            return found
+        for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                found.setdefault(read_checkpoint_header(directory)["framework"], str(directory))
+            except (ValueError, KeyError):
+                continue
+        return found
+
+    def _framework_checkpoint(self, name: str, models: str | None = None) -> str | None:
+        return self._frameworks(models).get(name)
+
+    def _load_policy(self, path: str):
+        """Load and warm up a checkpoint (on the loader thread, or at start-up); raises with the
+        reason when it cannot drive this robot."""
         from librobot_models.policy import Policy  # the model classes, only when a model loads
 
-        self._apply_torch_threads()
-        try:
-            problem = self._checkpoint_problem(path, self.replan_steps)
-            if problem:
-                raise ValueError(problem)
-            policy = Policy.from_checkpoint(path, device=self.device)
-        except Exception as err:  # keep running with the previous policy, say why
-            self._set_state(PolicyStatus.STATE_ERROR, f"could not load {path}: {err}")
-            self.get_logger().error(self._message)
-            return
+        problem = self._checkpoint_problem(path, self.replan_steps)
+        if problem:
+            raise ValueError(problem)
+        policy = Policy.from_checkpoint(path, device=self.device)
         self._warm_up(policy)
+        return policy
+
+    def _take_loaded(self) -> None:
+        """Swap in a model the loader finished (on the inference thread, between two chunks)."""
+        done = self._loader.take()
+        if done is None:
+            return
+        path, result = done
+        if isinstance(result, Exception):
+            message = f"could not load {path}: {result}"
+            if self.policy is None:
+                self._set_state(PolicyStatus.STATE_ERROR, message)
+            self.get_logger().error(message + ("; the current model keeps control" if self.policy else ""))
+            return
+        self._install(result, path)
+
+    def _install(self, policy, path: str) -> None:
+        """Make `policy` the one that drives: its observation buffer, its period; the executor
+        hands over from the old model's plan (a new executor when the period changes)."""
+        if self._executor is not None and abs(self._executor.period - 1.0 / policy.rate_hz) > 1e-9:
+            self._executor = None
         self.policy = policy
         self._buffer = ObservationBuffer(
             policy.camera_names,
@@ -258,7 +316,6 @@ class PolicyNode(Node):
         )
         self._buffer.instruction = self._instruction
         self._period = 1.0 / policy.rate_hz
-        self._executor = None  # a new one for this policy's period
         self._ticks_to_inference = 0
         self._latency = LatencyWindow()
         self._set_state(PolicyStatus.STATE_WAITING, "waiting for observations")
@@ -357,9 +414,7 @@ class PolicyNode(Node):
         super().destroy_node()
 
     def _on_tick(self) -> None:
-        if self._pending_checkpoint:
-            path, self._pending_checkpoint = self._pending_checkpoint, None
-            self._load(path)
+        self._take_loaded()
         if self.policy is None or self.safety.estopped:
             return  # nothing to run, or nothing may move until the e-stop is released
         self._apply_torch_threads()

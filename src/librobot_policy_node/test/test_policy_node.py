@@ -145,7 +145,47 @@ def test_the_checkpoint_parameter_swaps_the_framework_live(ros_context, spin, ti
         assert spin(h.executor, lambda: h.publish() or h.chunks[-1].framework == "octo", timeout_s=30.0)
         sequences = [c.sequence for c in h.chunks]
         assert sequences == list(range(len(sequences)))  # one stream across the swap, nothing lost
+        frameworks = [c.framework for c in h.chunks]
+        assert frameworks == sorted(frameworks)  # act until the swap, octo after: one switch
         assert len(h.trajectories[-1].points) <= 6  # the new model's chunk
+    finally:
+        h.close()
+
+
+def test_framework_chooses_from_the_models_directory_and_an_unknown_one_is_refused(
+        ros_context, spin, tiny_checkpoint, tiny_octo_checkpoint, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "one").symlink_to(tiny_checkpoint)
+    (models / "two").symlink_to(tiny_octo_checkpoint)
+    (models / "notes").mkdir()  # not a checkpoint: ignored
+    h = Harness(ros_context, tiny_checkpoint, models=str(models))
+    try:
+        refused = h.policy.set_parameters([Parameter("framework", value="pi0")])[0]
+        assert not refused.successful
+        assert "no checkpoint of it in models" in refused.reason and "found: act, octo" in refused.reason
+        assert h.policy.set_parameters([Parameter("framework", value="octo")])[0].successful
+        assert spin(h.executor, lambda: h.publish() or (h.chunks and h.chunks[-1].framework == "octo"),
+                    timeout_s=30.0)
+    finally:
+        h.close()
+
+
+def test_a_checkpoint_for_another_rate_is_refused_and_the_old_model_keeps_running(
+        ros_context, spin, tiny_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    other = tmp_path / "fast"
+    shutil.copytree(tiny_checkpoint, other)
+    config = json.loads((other / "config.json").read_text())
+    config["rate_hz"] = 30.0
+    (other / "config.json").write_text(json.dumps(config))
+    h = Harness(ros_context, tiny_checkpoint)
+    try:
+        refused = h.policy.set_parameters([Parameter("checkpoint", value=str(other))])[0]
+        assert not refused.successful and "runs at 30.0 Hz, the so100 is controlled at 10.0 Hz" in refused.reason
+        assert spin(h.executor, lambda: h.publish() or len(h.chunks) >= 2, timeout_s=30.0)
     finally:
         h.close()
 
