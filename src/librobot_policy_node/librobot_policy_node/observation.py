@@ -9,6 +9,7 @@ joint states arrive far faster than inference by design).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,9 +45,11 @@ class ObservationBuffer:
         self._lock = threading.Lock()
         self.instruction = ""
         self.dropped_frames = 0
+        self._arrivals = {key: deque(maxlen=50) for key in self._slots}  # receive times, ns
 
-    def put(self, key: str, message: Any, stamp_ns: int) -> None:
+    def put(self, key: str, message: Any, stamp_ns: int, received_ns: int | None = None) -> None:
         with self._lock:
+            self._arrivals[key].append(stamp_ns if received_ns is None else received_ns)
             slot = self._slots[key]
             if not slot.used and key != "state":  # joint states outpace inference by design
                 self.dropped_frames += 1
@@ -56,6 +59,18 @@ class ObservationBuffer:
         with self._lock:
             for key in self._slots:
                 self._slots[key] = _Slot()
+
+    def stream_stats(self, now_ns: int) -> dict[str, tuple[float, float]]:
+        """Per input: (age of its newest message in ms, or inf if none; its rate in Hz over
+        the recent messages, 0 if fewer than two)."""
+        with self._lock:
+            stats = {}
+            for key, slot in self._slots.items():
+                arrivals = self._arrivals[key]
+                age = (now_ns - slot.stamp_ns) * 1e-6 if slot.message is not None else float("inf")
+                span = (arrivals[-1] - arrivals[0]) * 1e-9 if len(arrivals) > 1 else 0.0
+                stats[key] = (age, (len(arrivals) - 1) / span if span > 0 else 0.0)
+            return stats
 
     @staticmethod
     def _decode(decoder: Callable, key: str, message: Any):

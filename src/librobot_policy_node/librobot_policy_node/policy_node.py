@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -44,6 +45,7 @@ from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_models.safety import SafetyFilter, SafetyLimits
+from librobot_policy_node import diagnostics
 from librobot_policy_node.loading import BackgroundLoader
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
@@ -145,6 +147,7 @@ class PolicyNode(Node):
 
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(
             JointState, self.spec.topic("joint_states"), self._on_joint_state,
             qos_profile_sensor_data,
@@ -373,7 +376,8 @@ class PolicyNode(Node):
         buffer = self._buffer
         if buffer is not None and (key == "state" or key in buffer.cameras):
             stamp = messages.to_nanoseconds(msg.header.stamp)
-            buffer.put(key, msg, stamp or self.get_clock().now().nanoseconds)
+            received = self.get_clock().now().nanoseconds
+            buffer.put(key, msg, stamp or received, received)
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._put("state", msg)
@@ -534,7 +538,34 @@ class PolicyNode(Node):
         if changed:
             self._publish_status()
 
+    STATE_NAMES = {PolicyStatus.STATE_UNCONFIGURED: "unconfigured", PolicyStatus.STATE_WAITING: "waiting",
+                   PolicyStatus.STATE_RUNNING: "running", PolicyStatus.STATE_HOLDING: "holding",
+                   PolicyStatus.STATE_ERROR: "error"}
+
+    def _publish_diagnostics(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        snap = diagnostics.PolicySnapshot(
+            state=self.STATE_NAMES[self._state], message=self._message,
+            framework=self.policy.framework if self.policy else "",
+            checkpoint_id=self.policy.checkpoint_id if self.policy else "",
+            execution=self.execution, estop_reason=self.safety.estop_reason, dry_run=self.dry_run,
+            latency_ms=(self._latency.percentile(50), self._latency.percentile(99), self._latency.max),
+            chunks_published=self._sequence,
+            dropped_frames=self._buffer.dropped_frames if self._buffer else 0,
+            streams=self._buffer.stream_stats(now_ns) if self._buffer else {},
+            max_age_ms=self.max_age_s * 1e3,
+        )
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        for report in diagnostics.reports(self.get_fully_qualified_name(), snap):
+            status = DiagnosticStatus(level=bytes([report.level]), name=report.name,
+                                      message=report.message, hardware_id=self.spec.name)
+            status.values = [KeyValue(key=k, value=v) for k, v in report.values.items()]
+            array.status.append(status)
+        self._diagnostics_pub.publish(array)
+
     def _publish_status(self) -> None:
+        self._publish_diagnostics()
         msg = PolicyStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.state, msg.message = self._state, self._message

@@ -279,3 +279,24 @@ def test_a_chunk_far_from_the_measured_joints_is_refused_and_the_arm_holds(ros_c
         assert h.policy._state == PolicyStatus.STATE_HOLDING
     finally:
         h.close()
+
+
+def test_diagnostics_report_the_policy_and_every_input(ros_context, spin, tiny_checkpoint):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    h = Harness(ros_context, tiny_checkpoint)
+    arrays = []
+    h.robot.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+    try:
+        def running():
+            h.publish()
+            return any(s.name == "/policy: policy" and s.level == b"\x00" for a in arrays for s in a.status)
+        assert spin(h.executor, running, timeout_s=30.0)
+        statuses = {s.name: s for s in arrays[-1].status}
+        assert set(statuses) == {"/policy: policy", "/policy: input state", "/policy: input front"}
+        values = {v.key: v.value for v in statuses["/policy: policy"].values}
+        assert values["framework"] == "act" and float(values["inference p50 ms"]) > 0
+        front = {v.key: v.value for v in statuses["/policy: input front"].values}
+        assert 10.0 < float(front["rate Hz"]) < 40.0  # the harness sends at about 30 Hz
+    finally:
+        h.close()
