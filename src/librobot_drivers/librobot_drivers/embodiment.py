@@ -66,6 +66,7 @@ class Embodiment:
     controller_name: str
     controller_type: str
     action_type: str
+    end_effector_link: str | None = None  # URDF link drawn for predicted chunks (RViz markers)
     _alias_to_name: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +203,7 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
             controller_name=data["controller"]["name"],
             controller_type=data["controller"]["type"],
             action_type=data["action"]["type"],
+            end_effector_link=data.get("end_effector_link"),
         )
     except KeyError as err:
         raise ValueError(f"embodiment spec is missing the field {err.args[0]!r}") from None

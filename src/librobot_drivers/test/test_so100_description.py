@@ -6,6 +6,8 @@ import mujoco
 import numpy as np
 import pytest
 import xacro
+
+from librobot_drivers.kinematics import UrdfKinematics
 import yaml
 
 from librobot_drivers.embodiment import load_embodiment
@@ -119,54 +121,19 @@ def test_mujoco_joints_and_actuators_match_the_spec(scene, spec):
 
 
 # -- (b) forward kinematics of the URDF equals MuJoCo's ------------------------------------------
-def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
-    x, y, z = axis / np.linalg.norm(axis)
-    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
-
-
-def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    return (
-        rotation_about(np.array([0.0, 0.0, 1.0]), yaw)
-        @ rotation_about(np.array([0.0, 1.0, 0.0]), pitch)
-        @ rotation_about(np.array([1.0, 0.0, 0.0]), roll)
-    )
-
-
-def urdf_link_poses(urdf: ET.Element, positions: dict[str, float]) -> dict[str, tuple]:
-    """World position (3,) and rotation (3, 3) of every link, from the joints' origins and axes."""
-    joints = {j.find("child").get("link"): j for j in urdf.findall("joint")}
-    poses = {}
-
-    def pose(link):
-        if link not in joints:  # the root
-            return np.zeros(3), np.eye(3)
-        if link not in poses:
-            joint = joints[link]
-            parent_position, parent_rotation = pose(joint.find("parent").get("link"))
-            origin = joint.find("origin")
-            position = parent_position + parent_rotation @ floats(origin.get("xyz"))
-            rotation = parent_rotation @ rpy_matrix(*floats(origin.get("rpy")))
-            if joint.get("type") == "revolute":
-                axis = floats(joint.find("axis").get("xyz"))
-                rotation = rotation @ rotation_about(axis, positions[joint.get("name")])
-            poses[link] = (position, rotation)
-        return poses[link]
-
-    return {link.get("name"): pose(link.get("name")) for link in urdf.findall("link")}
-
-
 def test_urdf_forward_kinematics_equals_mujoco(urdf, scene, spec):
+    """librobot_drivers.kinematics on the URDF against MuJoCo's kinematics of the scene."""
+    fk = UrdfKinematics(ET.tostring(urdf, encoding="unicode"))
+    assert fk.root == "world"
     data = mujoco.MjData(scene)
-    rng = np.random.default_rng(0)
-    for _ in range(10):
-        q = rng.uniform(spec.lower_limits, spec.upper_limits)
+    qs = np.random.default_rng(0).uniform(spec.lower_limits, spec.upper_limits, size=(10, spec.dof))
+    poses = {link: fk.link_poses(link, spec.joint_names, qs) for link in [*LINKS, "tcp_link"]}
+    for i, q in enumerate(qs):
         for name, angle in zip(spec.joint_names, q):
             data.qpos[scene.joint(name).qposadr[0]] = angle
         mujoco.mj_kinematics(scene, data)
-        links = urdf_link_poses(urdf, dict(zip(spec.joint_names, q)))
         for link in LINKS:
-            position, rotation = links[link]
-            assert np.allclose(position, data.body(link).xpos, atol=1e-3), (link, q)
-            assert np.allclose(rotation, data.body(link).xmat.reshape(3, 3), atol=1e-6), (link, q)
-        assert np.allclose(links["tcp_link"][0], data.site("tcp").xpos, atol=1e-3), q
+            positions, rotations = poses[link]
+            assert np.allclose(positions[i], data.body(link).xpos, atol=1e-3), (link, q)
+            assert np.allclose(rotations[i], data.body(link).xmat.reshape(3, 3), atol=1e-6), (link, q)
+        assert np.allclose(poses["tcp_link"][0][i], data.site("tcp").xpos, atol=1e-3), q

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -36,10 +37,12 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import Marker, MarkerArray
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.images import decode_image
+from librobot_drivers.kinematics import UrdfKinematics
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
@@ -148,6 +151,13 @@ class PolicyNode(Node):
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # RViz: the end effector's path for the current and the previous chunk, and the status,
+        # once the robot_description (robot_state_publisher, latched) gives the kinematics.
+        self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
+        self._kinematics: UrdfKinematics | None = None
+        self._previous_path: np.ndarray | None = None
+        if self.spec.end_effector_link:
+            self.create_subscription(String, "/robot_description", self._on_robot_description, LATCHED)
         self.create_subscription(
             JointState, self.spec.topic("joint_states"), self._on_joint_state,
             qos_profile_sensor_data,
@@ -371,6 +381,45 @@ class PolicyNode(Node):
         response.success, response.message = True, "released; ramping in from the measured position"
         return response
 
+    # -- RViz ------------------------------------------------------------------------------------
+    def _on_robot_description(self, msg: String) -> None:
+        try:
+            kinematics = UrdfKinematics(msg.data)
+            kinematics.chain(self.spec.end_effector_link)
+        except ValueError as err:
+            self.get_logger().error(f"no chunk markers: {err}")
+            return
+        self._kinematics = kinematics
+
+    def _publish_markers(self, chunk: ScheduledChunk) -> None:
+        kinematics = self._kinematics
+        if kinematics is None:
+            return
+        path = kinematics.link_positions(self.spec.end_effector_link, self.spec.joint_names, chunk.positions)
+        stamp = self.get_clock().now().to_msg()
+        array = MarkerArray()
+        for marker_id, points, rgba in ((0, path, (0.1, 0.9, 0.2, 1.0)),
+                                         (1, self._previous_path, (0.6, 0.6, 0.6, 0.5))):
+            if points is None:
+                continue
+            marker = Marker(id=marker_id, ns="chunk", type=Marker.LINE_STRIP, action=Marker.ADD)
+            marker.header.frame_id, marker.header.stamp = kinematics.root, stamp
+            marker.pose.orientation.w = 1.0
+            marker.scale.x = 0.004
+            marker.color.r, marker.color.g, marker.color.b, marker.color.a = rgba
+            marker.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+            array.markers.append(marker)
+        text = Marker(id=2, ns="status", type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        text.header.frame_id, text.header.stamp = kinematics.root, stamp
+        text.pose.position.z, text.pose.orientation.w = 0.35, 1.0
+        text.scale.z = 0.025
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.text = (f"{self.policy.framework} {self.execution} #{self._sequence} "
+                     f"{self._latency.percentile(50):.0f} ms" + (" DRY RUN" if self.dry_run else ""))
+        array.markers.append(text)
+        self._markers_pub.publish(array)
+        self._previous_path = path
+
     # -- inputs ----------------------------------------------------------------------------------
     def _put(self, key: str, msg) -> None:
         buffer = self._buffer
@@ -485,6 +534,7 @@ class PolicyNode(Node):
         self._ticks_to_inference = self.replan_steps - 1
         self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
         self._publish_chunk(trajectory, latency_ms)
+        self._publish_markers(chunk)
         self._set_state(PolicyStatus.STATE_RUNNING,
                         "dry run: commanding nothing" if self.dry_run else self.safety.last_report)
 

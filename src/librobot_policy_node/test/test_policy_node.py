@@ -300,3 +300,45 @@ def test_diagnostics_report_the_policy_and_every_input(ros_context, spin, tiny_c
         assert 10.0 < float(front["rate Hz"]) < 40.0  # the harness sends at about 30 Hz
     finally:
         h.close()
+
+
+def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, spin, tiny_checkpoint):
+    """The LINE_STRIP of the chunk against MuJoCo's kinematics of the same joint positions (the
+    URDF and the scene agree within 1 mm, test_so100_description)."""
+    import mujoco
+    import xacro
+    from std_msgs.msg import String
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from librobot_drivers.resources import share_path
+    from librobot_drivers.ros_common import LATCHED
+    from librobot_drivers.sim.so100_sim import SCENE_PATH
+
+    h = Harness(ros_context, tiny_checkpoint)
+    description = h.robot.create_publisher(String, "/robot_description", LATCHED)
+    urdf = xacro.process_file(str(share_path("description", "urdf", "so100.urdf.xacro"))).toxml()
+    description.publish(String(data=urdf))
+    arrays = []
+    h.robot.create_subscription(MarkerArray, "/policy/markers", arrays.append, 10)
+    try:
+        assert spin(h.executor, lambda: h.publish() or len(arrays) >= 2, timeout_s=30.0)
+        scene = mujoco.MjModel.from_xml_path(str(SCENE_PATH))
+        data = mujoco.MjData(scene)
+        checked = 0
+        for array, chunk in zip(arrays, h.chunks):  # one marker array after each chunk
+            current = next(m for m in array.markers if m.ns == "chunk" and m.id == 0)
+            assert current.type == Marker.LINE_STRIP and current.header.frame_id == "world"
+            trajectory = chunk.trajectory
+            assert len(current.points) == len(trajectory.points)
+            for point, marker_point in zip(trajectory.points, current.points):
+                for name, angle in zip(trajectory.joint_names, point.positions):
+                    data.qpos[scene.joint(name).qposadr[0]] = angle
+                mujoco.mj_kinematics(scene, data)
+                np.testing.assert_allclose([marker_point.x, marker_point.y, marker_point.z],
+                                           data.site("tcp").xpos, atol=1e-3)
+            checked += 1
+        assert checked >= 1
+        assert any(m.ns == "chunk" and m.id == 1 for m in arrays[-1].markers)  # the previous chunk
+        assert any(m.type == Marker.TEXT_VIEW_FACING and "act" in m.text for m in arrays[-1].markers)
+    finally:
+        h.close()
