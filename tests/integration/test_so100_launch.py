@@ -93,6 +93,35 @@ def test_checkpoint_swaps_live(default_launch, cli, tiny_checkpoint):
     default_launch.wait_for_log(rf"from {re.escape(str(tiny_checkpoint))}[\s\S]*loaded act checkpoint \w+ from \S+act_so100", 60)
 
 
+def test_lifecycle_e_stop_and_diagnostics_from_the_cli(default_launch, cli):
+    # the lifecycle services `ros2 lifecycle get/set` call (the shared ROS has no ros2lifecycle)
+    def lifecycle_state() -> str:
+        return cli.ros2("service", "call", "/policy/get_state", "lifecycle_msgs/srv/GetState",
+                        timeout=30).stdout
+
+    def transition(transition_id: int) -> str:  # 3 activate, 4 deactivate (lifecycle_msgs/Transition)
+        return cli.ros2("service", "call", "/policy/change_state", "lifecycle_msgs/srv/ChangeState",
+                        f"{{transition: {{id: {transition_id}}}}}", timeout=30).stdout
+
+    assert "label='active'" in lifecycle_state()
+    assert "success=True" in transition(4)
+    assert "label='inactive'" in lifecycle_state()
+    assert "success=True" in transition(3)
+    default_launch.wait_for_log(r"active: commanding the robot[\s\S]*active: commanding the robot", 10)
+
+    latched = cli.ros2("service", "call", "/policy/estop", "std_srvs/srv/Trigger", timeout=30).stdout
+    assert "success=True" in latched and "e-stop latched" in latched
+    status = cli.ros2("topic", "echo", "--once", "/policy/status", "librobot_msgs/msg/PolicyStatus",
+                      timeout=30).stdout
+    assert "e-stop latched" in status
+    diagnostics = cli.ros2("topic", "echo", "--once", "/diagnostics",
+                           "diagnostic_msgs/msg/DiagnosticArray", timeout=30).stdout
+    assert "/policy: policy" in diagnostics and "/policy: input front" in diagnostics
+    released = cli.ros2("service", "call", "/policy/release", "std_srvs/srv/Trigger", timeout=30).stdout
+    assert "success=True" in released
+    default_launch.wait_for_log(r"e-stop released", 10)
+
+
 @pytest.mark.parametrize("qos", [[], ["--qos-durability", "transient_local"]], ids=["volatile", "latched"])
 def test_an_instruction_from_the_cli_reaches_the_policy(default_launch, cli, qos):
     text = f"stack the cubes ({'latched' if qos else 'volatile'})"

@@ -1,14 +1,24 @@
-"""The policy node: latest camera frames + joint state -> Policy.infer -> stamped action chunk.
+"""The policy node: latest camera frames + joint state -> Policy.infer -> safe, stamped trajectory.
 
-Subscriptions only store the newest message (ObservationBuffer); inference runs on a thread of its
+The node is wiring over ROS-free parts that `evaluate` drives alike: the observation buffer
+(observation.py), the Policy, a chunk executor (librobot_models.execution: `execution` =
+receding, temporal_ensemble or rtc), the safety layer (librobot_models.safety: limits, max step
+from the measured joints, ramp-in, latched e-stop) and the trajectory it publishes
+(chunking.py). Subscriptions only store the newest message; inference runs on a thread of its
 own, so a slow model never blocks the inputs (and no executor thread busy-waits on a timer whose
 callback is still running, which starved inference of the GIL). The thread ticks at the control
 rate and infers every `replan_steps` ticks; the ticks in between pass their observation to
-Policy.observe for models with a history window (Octo), which expect consecutive control steps.
-Each chunk goes to the joint_trajectory_controller as a JointTrajectory (stamped with the
-observation time, points already in the past dropped, velocities for cubic interpolation) and to
-~/action_chunk as a librobot_msgs/ActionChunk. Without a fresh, complete observation no chunk is sent and the
-controller holds the last target. `ros2 param set /policy checkpoint <dir>` swaps the model live.
+Policy.observe for models with a history window (Octo).
+
+Each plan goes to the joint_trajectory_controller as a JointTrajectory (stamped now, one point
+per control period, velocities for cubic interpolation, ending at rest) and to ~/action_chunk.
+Without a fresh, complete observation, or when the safety layer refuses a plan, the node sends
+one hold. It is a lifecycle node (configure loads, activate commands, deactivate holds;
+`autostart` does both at start-up); ~/estop (std_msgs/Bool topic, std_srvs/Trigger service)
+latches an e-stop that only ~/release clears; `dry_run` computes without commanding.
+`ros2 param set /policy checkpoint <dir>` (or `framework <name>` with a `models` directory)
+loads a model in the background and swaps it in between two chunks. /diagnostics reports the
+policy and every input; ~/markers draws the end effector's path of each chunk for RViz.
 
     ros2 run librobot_policy_node policy_node --ros-args -p checkpoint:=/path/to/checkpoint
 """
@@ -31,7 +41,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
@@ -106,10 +116,17 @@ PARAMETERS = {
     "min_lead_s": (0.0, _seconds(
         "also drop the chunk's points due sooner than this after publishing (transport delay)",
         0.0, 10.0)),
+    "autostart": (True, ParameterDescriptor(
+        description="configure and activate at start-up (false: wait for `ros2 lifecycle set`)",
+        read_only=True)),
 }
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
+    """A managed node: configure loads the checkpoint, activate commands the robot (ramping in
+    from where it is), deactivate holds it, cleanup unloads. With `autostart` (the default) it
+    configures and activates itself."""
+
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
         values = {
@@ -181,22 +198,58 @@ class PolicyNode(Node):
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, LIVE)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/release", self._on_release_service)
-        # Load a start-up checkpoint before offering commands: a driver that waits for someone to
-        # command the robot then starts with a policy that is ready (later swaps load in the
-        # background while the current model keeps control).
-        start = values["checkpoint"] or (
-            self._framework_checkpoint(values["framework"]) if values["framework"] else None)
-        if start:
-            self._apply_torch_threads()
-            try:
-                self._install(self._load_policy(start), start)
-            except Exception as err:  # keep running without a model, say why
-                self._set_state(PolicyStatus.STATE_ERROR, f"could not load {start}: {err}")
-                self.get_logger().error(self._message)
+        self._active = False  # lifecycle: only an active node commands the robot
         self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
         self.create_timer(1.0, self._publish_status)
         self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._worker.start()
+        # Configure (load) before offering commands: a driver that waits for someone to command
+        # the robot then starts with a policy that is ready.
+        if values["autostart"] and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the start-up checkpoint (`checkpoint`, or `framework` from `models`); without
+        one the node configures empty and a later `checkpoint` set loads it."""
+        checkpoint = self.get_parameter("checkpoint").value
+        framework = self.get_parameter("framework").value
+        start = checkpoint or (self._framework_checkpoint(framework) if framework else None)
+        if framework and not start:
+            self._set_state(PolicyStatus.STATE_ERROR, f"framework {framework!r}: no checkpoint of "
+                            f"it in models {self.models!r}")
+            self.get_logger().error(self._message)
+            return TransitionCallbackReturn.FAILURE
+        if start:
+            self._apply_torch_threads()
+            try:
+                self._install(self._load_policy(start), start)
+            except Exception as err:  # stays unconfigured, says why
+                self._set_state(PolicyStatus.STATE_ERROR, f"could not load {start}: {err}")
+                self.get_logger().error(self._message)
+                return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.safety.activate()  # the first plans ramp in from where the robot is
+        self._active = True
+        self.get_logger().info("active: commanding the robot")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._hold(self.get_clock().now().nanoseconds)
+        self._set_state(PolicyStatus.STATE_HOLDING, "inactive: holding the robot")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.policy, self._buffer, self._executor, self._last_chunk = None, None, None, None
+        self._set_state(PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return TransitionCallbackReturn.SUCCESS
 
     # -- model loading ---------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -468,8 +521,8 @@ class PolicyNode(Node):
 
     def _on_tick(self) -> None:
         self._take_loaded()
-        if self.policy is None or self.safety.estopped:
-            return  # nothing to run, or nothing may move until the e-stop is released
+        if self.policy is None or self.safety.estopped or not self._active:
+            return  # nothing to run, or nothing may move (e-stop latched, or inactive)
         self._apply_torch_threads()
         if self._reset_requested:
             self._reset_requested = False

@@ -288,11 +288,17 @@ def test_diagnostics_report_the_policy_and_every_input(ros_context, spin, tiny_c
     arrays = []
     h.robot.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
     try:
-        def running():
+        def statuses():
+            return {s.name: s for s in arrays[-1].status} if arrays else {}
+
+        def running_with_rates():
             h.publish()
-            return any(s.name == "/policy: policy" and s.level == b"\x00" for a in arrays for s in a.status)
-        assert spin(h.executor, running, timeout_s=30.0)
-        statuses = {s.name: s for s in arrays[-1].status}
+            front = statuses().get("/policy: input front")
+            return (statuses().get("/policy: policy") is not None
+                    and statuses()["/policy: policy"].level == b"\x00"
+                    and front is not None and front.message.endswith("Hz") and front.message != "0.0 Hz")
+        assert spin(h.executor, running_with_rates, timeout_s=30.0)
+        statuses = statuses()
         assert set(statuses) == {"/policy: policy", "/policy: input state", "/policy: input front"}
         values = {v.key: v.value for v in statuses["/policy: policy"].values}
         assert values["framework"] == "act" and float(values["inference p50 ms"]) > 0
@@ -340,5 +346,26 @@ def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, 
         assert checked >= 1
         assert any(m.ns == "chunk" and m.id == 1 for m in arrays[-1].markers)  # the previous chunk
         assert any(m.type == Marker.TEXT_VIEW_FACING and "act" in m.text for m in arrays[-1].markers)
+    finally:
+        h.close()
+
+
+def test_lifecycle_configure_loads_activate_commands_deactivate_holds(ros_context, spin, tiny_checkpoint):
+    from rclpy.lifecycle import TransitionCallbackReturn as Result
+
+    h = Harness(ros_context, tiny_checkpoint, autostart=False)
+    try:
+        assert h.policy.policy is None  # unconfigured: nothing loaded
+        assert h.policy.trigger_configure() == Result.SUCCESS and h.policy.policy is not None
+        spin(h.executor, lambda: h.publish() and False, timeout_s=1.5)
+        assert h.trajectories == [] and h.chunks == []  # configured but inactive: nothing moves
+        assert h.policy.trigger_activate() == Result.SUCCESS
+        assert spin(h.executor, lambda: h.publish() or len(h.trajectories) >= 2, timeout_s=30.0)
+        assert h.policy.trigger_deactivate() == Result.SUCCESS
+        assert spin(h.executor, lambda: len(h.trajectories[-1].points) == 1, timeout_s=5.0)  # the hold
+        count = len(h.trajectories)
+        spin(h.executor, lambda: h.publish() and False, timeout_s=1.5)
+        assert len(h.trajectories) == count and h.policy._state == PolicyStatus.STATE_HOLDING
+        assert h.policy.trigger_cleanup() == Result.SUCCESS and h.policy.policy is None
     finally:
         h.close()
