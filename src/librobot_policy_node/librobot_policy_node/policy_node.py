@@ -33,7 +33,6 @@ import time
 import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -47,7 +46,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
@@ -60,6 +59,7 @@ from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_models.safety import SafetyFilter, SafetyLimits
 from librobot_policy_node import diagnostics
 from librobot_policy_node.loading import BackgroundLoader
+from librobot_policy_node.markers import chunk_markers
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -449,28 +449,10 @@ class PolicyNode(LifecycleNode):
         if kinematics is None:
             return
         path = kinematics.link_positions(self.spec.end_effector_link, self.spec.joint_names, chunk.positions)
-        stamp = self.get_clock().now().to_msg()
-        array = MarkerArray()
-        for marker_id, points, rgba in ((0, path, (0.1, 0.9, 0.2, 1.0)),
-                                         (1, self._previous_path, (0.6, 0.6, 0.6, 0.5))):
-            if points is None:
-                continue
-            marker = Marker(id=marker_id, ns="chunk", type=Marker.LINE_STRIP, action=Marker.ADD)
-            marker.header.frame_id, marker.header.stamp = kinematics.root, stamp
-            marker.pose.orientation.w = 1.0
-            marker.scale.x = 0.004
-            marker.color.r, marker.color.g, marker.color.b, marker.color.a = rgba
-            marker.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
-            array.markers.append(marker)
-        text = Marker(id=2, ns="status", type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
-        text.header.frame_id, text.header.stamp = kinematics.root, stamp
-        text.pose.position.z, text.pose.orientation.w = 0.35, 1.0
-        text.scale.z = 0.025
-        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.text = (f"{self.policy.framework} {self.execution} #{self._sequence} "
-                     f"{self._latency.percentile(50):.0f} ms" + (" DRY RUN" if self.dry_run else ""))
-        array.markers.append(text)
-        self._markers_pub.publish(array)
+        text = (f"{self.policy.framework} {self.execution} #{self._sequence} "
+                f"{self._latency.percentile(50):.0f} ms" + (" DRY RUN" if self.dry_run else ""))
+        self._markers_pub.publish(chunk_markers(
+            kinematics.root, self.get_clock().now().to_msg(), path, self._previous_path, text))
         self._previous_path = path
 
     # -- inputs ----------------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""RViz markers of the predicted motion: the end effector's path for the current chunk (green)
+and the previous one (grey), and a status text above the robot."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point
+from visualization_msgs.msg import Marker, MarkerArray
+
+CURRENT_RGBA = (0.1, 0.9, 0.2, 1.0)
+PREVIOUS_RGBA = (0.6, 0.6, 0.6, 0.5)
+
+
+def _marker(frame: str, stamp: Time, ns: str, marker_id: int, kind: int) -> Marker:
+    marker = Marker(id=marker_id, ns=ns, type=kind, action=Marker.ADD)
+    marker.header.frame_id, marker.header.stamp = frame, stamp
+    marker.pose.orientation.w = 1.0
+    return marker
+
+
+def chunk_markers(frame: str, stamp: Time, path: np.ndarray, previous: np.ndarray | None,
+                  text: str) -> MarkerArray:
+    """path, previous: (N, 3) positions in `frame`; text: the status line."""
+    array = MarkerArray()
+    for marker_id, points, rgba in ((0, path, CURRENT_RGBA), (1, previous, PREVIOUS_RGBA)):
+        if points is None:
+            continue
+        strip = _marker(frame, stamp, "chunk", marker_id, Marker.LINE_STRIP)
+        strip.scale.x = 0.004
+        strip.color.r, strip.color.g, strip.color.b, strip.color.a = rgba
+        strip.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+        array.markers.append(strip)
+    status = _marker(frame, stamp, "status", 2, Marker.TEXT_VIEW_FACING)
+    status.pose.position.z = 0.35
+    status.scale.z = 0.025
+    status.color.r = status.color.g = status.color.b = status.color.a = 1.0
+    status.text = text
+    array.markers.append(status)
+    return array
