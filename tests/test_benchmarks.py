@@ -26,7 +26,7 @@ def load(name):
         ("bench_frameworks", ["--runs", "1", "--threads", "1"], "vs ACT"),  # every framework
         ("bench_policy", [], "overhead ratio:"),
         ("bench_convert", [], "ratio"),
-        ("bench_node", ["--runs", "3", "--seconds", "6", "--width", "64", "--height", "48"], "over DDS"),
+        ("bench_node", ["--runs", "3", "--seconds", "20", "--width", "64", "--height", "48"], "over DDS"),
         ("bench_execution", ["--episodes", "1", "--time-limit", "2", "--delays-ms", "0", "200"], "ratios against"),
     ],
 )

@@ -32,19 +32,32 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
+_modules_started = 0
+
+
+@pytest.fixture(scope="module")
 def ros_env() -> dict[str, str]:
-    """The environment of a shell with the full ROS and this workspace sourced, in this test run's
-    ROS domain, DDS on loopback."""
+    """The environment of a shell with the full ROS and this workspace sourced, DDS on loopback,
+    in a ROS domain of this test module's own: nodes that earlier tests killed linger in the
+    DDS graph until their lease ends, and a ghost named /policy confuses `ros2 node info` and
+    `ros2 service call`. The test process's own contexts (the observer) join the same domain."""
+    global _modules_started
     if not ENV_FILE.is_file():
         pytest.skip(NO_FULL_ROS)
     out = subprocess.run(["bash", "-c", f"source {ENV_FILE} >/dev/null && env -0"], check=True,
                          capture_output=True, cwd=REPO).stdout
     env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
-    env.update(ROS_DOMAIN_ID=os.environ["ROS_DOMAIN_ID"], ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1")
-    yield env
-    subprocess.run(["ros2", "daemon", "stop"], env=env, capture_output=True, timeout=30)
+    _modules_started += 1
+    base = int(os.environ["LIBROBOT_TEST_DOMAIN_ID"])
+    domain = str((base - 1 + 17 * _modules_started) % 101 + 1)  # 1..101, never the unit tests'
+    previous = os.environ["ROS_DOMAIN_ID"]
+    os.environ["ROS_DOMAIN_ID"] = domain
+    env.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    try:
+        yield env
+    finally:
+        subprocess.run(["ros2", "daemon", "stop"], env=env, capture_output=True, timeout=30)
+        os.environ["ROS_DOMAIN_ID"] = previous
 
 
 def ros2(env: dict, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
@@ -165,7 +178,7 @@ def observer(ros_context):
         node.destroy_node()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cli(ros_env):
     """The helpers the tests use: cli.ros2(*args), cli.launch(log, *args), cli.start(args, log)."""
 

@@ -36,9 +36,10 @@ def test_record_then_convert(tmp_path, storage, capsys):
         assert np.ptp(f["/action"][()], axis=0).max() > 0.1
 
 
-def test_closed_loop_demo_runs_episodes_and_reports_latency(tiny_checkpoint, capsys):
-    assert demo.main(["--checkpoint", str(tiny_checkpoint), "--episodes", "1",
-                      "--time-limit", "3"]) == 0
+def test_closed_loop_demo_runs_episodes_and_reports_latency(capsys):
+    # the shipped checkpoint (the default): a random model's chunks may be refused by the safety
+    # layer's max step, and then there is no latency to report
+    assert demo.main(["--episodes", "1", "--time-limit", "3"]) == 0
     out = capsys.readouterr().out
     assert "success rate: " in out and "/1 = " in out
     assert "inference latency: p50" in out and "observation-to-command latency" in out

@@ -26,11 +26,24 @@ EPISODE_EVENTS = QoSProfile(
 def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args=None) -> int:
     """rclpy.init, build the node, spin until Ctrl-C or SIGTERM (`ros2 launch` sends SIGINT, then
     SIGTERM); bad parameters (ValueError, or a value outside a parameter's declared range) end
-    with one readable line and exit code 2 instead of a traceback."""
+    with one readable line and exit code 2 instead of a traceback.
+
+    Ctrl-C while the node is being built (loading a model takes seconds) interrupts at once. Once
+    it spins, rclpy's own handler (which runs first) shuts the context down and the executor
+    returns; no KeyboardInterrupt is raised then, as one raised between two bytecodes of the
+    executor leaves half-built objects that complain when collected."""
+    starting = True
+
+    def on_sigint(signum, frame):  # called after rclpy's handler, which it chains to
+        if starting:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
+        starting = False
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -39,6 +52,10 @@ def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args
     except (ValueError, ParameterException) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start-up shut the context down under the node being built: a clean stop
     finally:
         # A second Ctrl-C (or launch's follow-up signal) must not cut the clean-up short.
         for sig in (signal.SIGINT, signal.SIGTERM):

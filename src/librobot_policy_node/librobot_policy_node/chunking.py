@@ -17,7 +17,7 @@ import numpy as np
 
 from librobot_drivers.trajectory import chunk_velocities
 from librobot_models.execution import ChunkExecutor
-from librobot_models.safety import SafetyFilter
+from librobot_models.safety import SafetyFilter, UnsafeCommand
 
 NS = 1e-9
 
@@ -44,7 +44,7 @@ def schedule_chunk(
     `min_lead_s` (the transport delay).
 
     With `safety` the plan passes the safety layer, starting from `measured` (D,); UnsafeCommand
-    (a ValueError) when it refuses it. ValueError too for a malformed or non-finite chunk (nothing
+    (a ValueError) when it refuses it, and the executor forgets its chunks. ValueError too for a malformed or non-finite chunk (nothing
     is added then).
     """
     now_s = now_ns * NS
@@ -57,7 +57,11 @@ def schedule_chunk(
         return None
     times, targets = times[keep], targets[keep]
     if safety is not None:
-        targets = safety.filter(times, targets, measured, now_s)
+        try:
+            targets = safety.filter(times, targets, measured, now_s)
+        except UnsafeCommand:
+            executor.reset()  # a refused plan never ran: the next chunk starts afresh, not from it
+            raise
     return ScheduledChunk(
         start_ns=now_ns,
         time_from_start=times - now_s,

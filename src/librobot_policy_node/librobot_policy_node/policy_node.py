@@ -199,7 +199,9 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/release", self._on_release_service)
         self._active = False  # lifecycle: only an active node commands the robot
-        self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        # Made on the first activation, after the model loaded: a simulated driver waits for a
+        # publisher on its command topic before it starts the first episode.
+        self._trajectory_pub = None
         self.create_timer(1.0, self._publish_status)
         self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._worker.start()
@@ -231,6 +233,8 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._trajectory_pub is None:
+            self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
         self.safety.activate()  # the first plans ramp in from where the robot is
         self._active = True
         self.get_logger().info("active: commanding the robot")
@@ -430,6 +434,7 @@ class PolicyNode(LifecycleNode):
             response.success, response.message = False, "the e-stop is not latched"
             return response
         self.safety.release()
+        self._reset_requested = True  # fresh observations and chunks, none from before the e-stop
         self.get_logger().warn("e-stop released: commanding again, ramping in from the arm's position")
         response.success, response.message = True, "released; ramping in from the measured position"
         return response
@@ -524,6 +529,8 @@ class PolicyNode(LifecycleNode):
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
         except ObservationNotReady as why:
             self._hold(now_ns)
+            if self._executor is not None:
+                self._executor.reset()  # the arm stopped: the next chunk starts from where it is
             self._set_state(PolicyStatus.STATE_HOLDING if self._sequence else
                             PolicyStatus.STATE_WAITING, str(why))
             return
@@ -579,7 +586,7 @@ class PolicyNode(LifecycleNode):
         A one-point trajectory at rest, which every joint_trajectory_controller version holds."""
         with self._command_lock:
             chunk = self._last_chunk
-            if chunk is None or self._holding:
+            if chunk is None or self._holding or self._trajectory_pub is None:
                 return
             times = chunk.start_ns * 1e-9 + chunk.time_from_start
             position, _ = Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)

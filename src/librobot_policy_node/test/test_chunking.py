@@ -117,3 +117,14 @@ def test_a_malformed_input_is_reported_as_not_ready_naming_the_input():
     buffer.put("front", object(), 100 * MS)
     with pytest.raises(ObservationNotReady, match="invalid front: unsupported image encoding"):
         buffer.snapshot(100 * MS, 0.5)
+
+
+def test_a_refused_plan_does_not_become_the_executors_state():
+    executor = make_executor("receding", 0.1)
+    safety = SafetyFilter(SafetyLimits(np.array([-5.0]), np.array([5.0]), np.array([100.0]), max_step=0.5))
+    with pytest.raises(UnsafeCommand):  # 3 rad away from where the arm is
+        schedule_chunk(executor, np.full((5, 1), 3.0), 0, 0, safety=safety, measured=np.array([0.0]))
+    assert executor.chunks == []
+    chunk = schedule_chunk(executor, np.full((5, 1), 0.2), 100 * MS, 100 * MS, safety=safety,
+                           measured=np.array([0.0]))
+    np.testing.assert_allclose(chunk.positions[:, 0], 0.2)  # no hand-over from the refused one
