@@ -24,6 +24,7 @@ import numpy as np
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.images import decode_image
+from librobot_drivers.robot import JointReading
 from librobot_models.execution import make_executor
 from librobot_models.policy import Policy
 from librobot_models.safety import SafetyFilter, SafetyLimits
@@ -47,9 +48,8 @@ def in_process(policy: Policy, width: int, height: int, runs: int) -> tuple[list
     rng = np.random.default_rng(0)
     frames = {cam: messages.image_msg(rng.integers(0, 255, (height, width, 3), dtype=np.uint8),
                                       messages.time_from_ns(0), cam) for cam in CAMERAS}
-    state = messages.joint_state_msg(spec, type("Reading", (), {
-        "position": np.zeros(spec.dof), "velocity": np.zeros(spec.dof), "effort": np.zeros(spec.dof)})(),
-        messages.time_from_ns(0))
+    zero = np.zeros(spec.dof)
+    state = messages.joint_state_msg(spec, JointReading(zero, zero, zero), messages.time_from_ns(0))
     buffer = ObservationBuffer(list(CAMERAS), lambda m: messages.joint_positions(spec, m), decode_image)
     executor = make_executor("receding", 1.0 / policy.rate_hz)
     safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
@@ -104,7 +104,7 @@ def over_dds(checkpoint: Path, width: int, height: int, seconds: float) -> list[
     frames = {cam: messages.image_msg(rng.integers(0, 255, (height, width, 3), dtype=np.uint8),
                                       messages.time_from_ns(0), cam) for cam in CAMERAS}
     zero = np.zeros(spec.dof)
-    reading = type("Reading", (), {"position": zero, "velocity": zero, "effort": zero})()
+    reading = JointReading(zero, zero, zero)
     samples = []
     feeder.create_subscription(ActionChunk, "/policy/action_chunk",
                                lambda m: samples.append((m.observation_age_ms, m.inference_latency_ms)), 50)

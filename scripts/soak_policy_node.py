@@ -64,6 +64,7 @@ def main(argv=None) -> int:
 
     from librobot_drivers import messages
     from librobot_drivers.embodiment import load_embodiment
+    from librobot_drivers.robot import JointReading
 
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="librobot-soak-") as tmp:
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
                                                                       dtype=np.uint8),
                                      messages.time_from_ns(0), c.name) for i, c in enumerate(spec.cameras)]
         zero = np.zeros(spec.dof)
-        reading = type("Reading", (), {"position": zero, "velocity": zero, "effort": zero})()
+        reading = JointReading(zero, zero, zero)
         chunks, memory = [], []  # (receive time s, age ms, inference ms); (time s, MB)
 
         def publish_frames():

@@ -19,8 +19,8 @@ Modes:
 - `rtc` (real-time chunking, as a blend): the targets that ran during the inference delay stay
   those already committed by the previous chunk; over the rest of the overlap the new chunk takes
   over, the old chunk's weight falling from 1 to 0 along a smoothstep. The guided
-  inpainting of RTC for flow and diffusion heads is not done here; `delay_steps` is the delay
-  d = ceil(latency / period) measured online that it needs.
+  inpainting of RTC for flow and diffusion heads is not done here. Every executor measures the
+  delay d = ceil(latency / period) online (`delay_steps`; the node reports it on /diagnostics).
 
 Outside every chunk the last target is held.
 """
@@ -184,9 +184,6 @@ class TemporalEnsemble(ChunkExecutor):
 
 class RealTimeChunking(ChunkExecutor):
     mode = "rtc"
-
-    def __init__(self, period: float, **kwargs):
-        super().__init__(period, **kwargs)
 
     def reset(self) -> None:
         super().reset()

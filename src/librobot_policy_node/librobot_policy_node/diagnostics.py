@@ -26,6 +26,7 @@ class PolicySnapshot:
     framework: str
     checkpoint_id: str
     execution: str
+    delay_steps: int  # inference delay in control periods, measured over the recent chunks
     estop_reason: str | None
     dry_run: bool
     latency_ms: tuple[float, float, float]  # p50, p99, max
@@ -46,7 +47,8 @@ def reports(node: str, snap: PolicySnapshot) -> list[Report]:
     p50, p99, worst = snap.latency_ms
     model = Report(f"{node}: policy", level, message, {
         "state": snap.state, "framework": snap.framework or "-", "checkpoint": snap.checkpoint_id or "-",
-        "execution": snap.execution, "dry run": str(snap.dry_run).lower(),
+        "execution": snap.execution, "delay steps": str(snap.delay_steps),
+        "dry run": str(snap.dry_run).lower(),
         "inference p50 ms": f"{p50:.1f}", "inference p99 ms": f"{p99:.1f}",
         "inference max ms": f"{worst:.1f}", "chunks published": str(snap.chunks_published),
         "dropped frames": str(snap.dropped_frames),

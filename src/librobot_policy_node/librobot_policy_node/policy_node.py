@@ -143,7 +143,9 @@ class PolicyNode(LifecycleNode):
             raise ValueError(f"parameter execution = {values['execution']!r}: expected one of "
                              + ", ".join(MODES))
         self.execution = values["execution"]
-        self._executor: ChunkExecutor | None = None  # made for the loaded policy's period
+        # Every checkpoint runs at the embodiment's control rate (_checkpoint_problem), so one
+        # executor serves every model; a new one when `execution` changes.
+        self._executor: ChunkExecutor = make_executor(self.execution, self.spec.control_period)
         self.dry_run = values["dry_run"]
         self.safety = SafetyFilter(self._limits(values["max_step"]), values["ramp_in_s"])
         self.safety.activate()
@@ -216,12 +218,13 @@ class PolicyNode(LifecycleNode):
         one the node configures empty and a later `checkpoint` set loads it."""
         checkpoint = self.get_parameter("checkpoint").value
         framework = self.get_parameter("framework").value
-        start = checkpoint or (self._framework_checkpoint(framework) if framework else None)
-        if framework and not start:
-            self._set_state(PolicyStatus.STATE_ERROR, f"framework {framework!r}: no checkpoint of "
-                            f"it in models {self.models!r}")
-            self.get_logger().error(self._message)
-            return TransitionCallbackReturn.FAILURE
+        start = checkpoint
+        if not checkpoint and framework:
+            start, problem = self._framework_checkpoint(framework, self.models)
+            if problem:
+                self._set_state(PolicyStatus.STATE_ERROR, problem)
+                self.get_logger().error(self._message)
+                return TransitionCallbackReturn.FAILURE
         if start:
             self._apply_torch_threads()
             try:
@@ -247,7 +250,8 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.policy, self._buffer, self._executor, self._last_chunk = None, None, None, None
+        self.policy, self._buffer, self._last_chunk = None, None, None
+        self._executor.reset()
         self._set_state(PolicyStatus.STATE_UNCONFIGURED, "no checkpoint loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -264,11 +268,8 @@ class PolicyNode(LifecycleNode):
         replan = changes.get("replan_steps", self.replan_steps)
         problem = None
         if changes.get("framework"):
-            models = changes.get("models", self.models)
-            checkpoint = self._framework_checkpoint(changes["framework"], models)
-            if checkpoint is None:
-                problem = (f"framework {changes['framework']!r}: no checkpoint of it in models "
-                           f"{models!r} (found: {', '.join(self._frameworks(models)) or 'none'})")
+            checkpoint, problem = self._framework_checkpoint(changes["framework"],
+                                                             changes.get("models", self.models))
         if checkpoint and not problem:
             problem = self._checkpoint_problem(checkpoint, replan)
         elif self.policy is not None and replan >= self.policy.chunk_size:
@@ -331,21 +332,21 @@ class PolicyNode(LifecycleNode):
                     "fewer than the chunk, so a new chunk comes before the last one ends)")
         return None
 
-    def _frameworks(self, models: str | None = None) -> dict[str, str]:
-        """framework name -> checkpoint directory, for the checkpoints in `models`."""
+    @staticmethod
+    def _framework_checkpoint(name: str, models: str) -> tuple[str | None, str | None]:
+        """(checkpoint directory of framework `name` in the `models` directory, None) or
+        (None, why not, listing the frameworks found there)."""
         found = {}
-        root = Path(models if models is not None else self.models)
-        if not str(models if models is not None else self.models) or not root.is_dir():
-            return found
-        for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-            try:
-                found.setdefault(read_checkpoint_header(directory)["framework"], str(directory))
-            except (ValueError, KeyError):
-                continue
-        return found
-
-    def _framework_checkpoint(self, name: str, models: str | None = None) -> str | None:
-        return self._frameworks(models).get(name)
+        if models and Path(models).is_dir():
+            for directory in sorted(p for p in Path(models).iterdir() if p.is_dir()):
+                try:
+                    found.setdefault(read_checkpoint_header(directory)["framework"], str(directory))
+                except (ValueError, KeyError):  # not a checkpoint: ignored
+                    continue
+        if name in found:
+            return found[name], None
+        return None, (f"framework {name!r}: no checkpoint of it in models {models!r} "
+                      f"(found: {', '.join(found) or 'none'})")
 
     def _load_policy(self, path: str):
         """Load and warm up a checkpoint (on the loader thread, or at start-up); raises with the
@@ -374,10 +375,8 @@ class PolicyNode(LifecycleNode):
         self._install(result, path)
 
     def _install(self, policy, path: str) -> None:
-        """Make `policy` the one that drives: its observation buffer, its period; the executor
-        hands over from the old model's plan (a new executor when the period changes)."""
-        if self._executor is not None and abs(self._executor.period - 1.0 / policy.rate_hz) > 1e-9:
-            self._executor = None
+        """Make `policy` the one that drives, with its observation buffer; the executor hands over
+        from the old model's plan."""
         self.policy = policy
         self._buffer = ObservationBuffer(
             policy.camera_names,
@@ -517,8 +516,7 @@ class PolicyNode(LifecycleNode):
             self._buffer.clear()
             self._ticks_to_inference = 0
             self._last_chunk = None  # the driver reset the robot and holds it
-            if self._executor is not None:
-                self._executor.reset()
+            self._executor.reset()
         if self._ticks_to_inference > 0:
             self._ticks_to_inference -= 1
             if self.policy.observation_history > 1:
@@ -529,8 +527,7 @@ class PolicyNode(LifecycleNode):
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
         except ObservationNotReady as why:
             self._hold(now_ns)
-            if self._executor is not None:
-                self._executor.reset()  # the arm stopped: the next chunk starts from where it is
+            self._executor.reset()  # the arm stopped: the next chunk starts from where it is
             self._set_state(PolicyStatus.STATE_HOLDING if self._sequence else
                             PolicyStatus.STATE_WAITING, str(why))
             return
@@ -545,7 +542,7 @@ class PolicyNode(LifecycleNode):
         latency_ms = (time.perf_counter() - started) * 1e3
         self._latency.add(latency_ms)
         now_ns = self.get_clock().now().nanoseconds
-        if self._executor is None or self._executor.mode != self.execution:
+        if self._executor.mode != self.execution:
             self._executor = make_executor(self.execution, self._period)
         if self._holding and not self.dry_run:
             self.safety.activate()  # resuming: ramp in from where the arm stopped
@@ -640,7 +637,7 @@ class PolicyNode(LifecycleNode):
             state=self.STATE_NAMES[self._state], message=self._message,
             framework=self.policy.framework if self.policy else "",
             checkpoint_id=self.policy.checkpoint_id if self.policy else "",
-            execution=self.execution, estop_reason=self.safety.estop_reason, dry_run=self.dry_run,
+            execution=self.execution, delay_steps=self._executor.delay_steps, estop_reason=self.safety.estop_reason, dry_run=self.dry_run,
             latency_ms=(self._latency.percentile(50), self._latency.percentile(99), self._latency.max),
             chunks_published=self._sequence,
             dropped_frames=self._buffer.dropped_frames if self._buffer else 0,

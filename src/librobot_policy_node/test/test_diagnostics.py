@@ -5,7 +5,7 @@ from librobot_policy_node.diagnostics import ERROR, OK, STALE, WARN, PolicySnaps
 
 def snapshot(**changes):
     base = dict(state="running", message="", framework="act", checkpoint_id="abc", execution="rtc",
-                estop_reason=None, dry_run=False, latency_ms=(20.0, 35.0, 40.0), chunks_published=7,
+                delay_steps=1, estop_reason=None, dry_run=False, latency_ms=(20.0, 35.0, 40.0), chunks_published=7,
                 dropped_frames=2, streams={"state": (10.0, 100.0), "front": (40.0, 30.0)},
                 max_age_ms=500.0)
     return PolicySnapshot(**{**base, **changes})
@@ -15,6 +15,7 @@ def test_a_running_policy_reports_ok_with_its_figures():
     model, front, state = reports("/policy", snapshot())
     assert (model.name, model.level) == ("/policy: policy", OK)
     assert model.values["inference p99 ms"] == "35.0" and model.values["execution"] == "rtc"
+    assert model.values["delay steps"] == "1"
     assert model.values["dropped frames"] == "2"
     assert (front.name, front.level, front.message) == ("/policy: input front", OK, "30.0 Hz")
     assert state.values == {"age ms": "10", "rate Hz": "100.0"}
