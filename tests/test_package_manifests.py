@@ -22,9 +22,10 @@ ROSDEP_KEY = {
     "mujoco": "python3-mujoco-pip",
     "transformers": "python3-transformers-pip",
     "rcl_interfaces": "rcl_interfaces",
+    "serial": "python3-serial",
 }
 # Modules without a rosdep key: installed by pip from requirements/python.txt (documented there).
-PIP_ONLY = {"safetensors", "peft", "tokenizers", "bitsandbytes", "xacro", "catkin_pkg"}
+PIP_ONLY = {"safetensors", "peft", "tokenizers", "bitsandbytes", "xacro", "catkin_pkg", "scservo_sdk"}
 
 
 def imports_of(package_dir: Path) -> set[str]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.images import encode_rgb8
+from librobot_drivers.reports import Report
 from librobot_drivers.robot import JointReading
 
 
@@ -104,3 +106,14 @@ def trajectory_msg(
         point.time_from_start = duration(float(t))
         msg.points.append(point)
     return msg
+
+
+def diagnostic_array(reports: list[Report], hardware_id: str, stamp: Time) -> DiagnosticArray:
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    for report in reports:
+        status = DiagnosticStatus(level=bytes([report.level]), name=report.name,
+                                  message=report.message, hardware_id=hardware_id)
+        status.values = [KeyValue(key=k, value=v) for k, v in report.values.items()]
+        array.status.append(status)
+    return array

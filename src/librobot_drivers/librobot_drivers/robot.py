@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.reports import Report
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class JointReading:
 
 class RobotNotConnectedError(RuntimeError):
     pass
+
+
+class RobotIOError(RuntimeError):
+    """Talking to the robot failed (after the driver's own retries): its state is unknown."""
+
+
+class RobotFault(RuntimeError):
+    """The robot reports a fault (e.g. a servo's overload protection): it refuses motion until
+    `clear_faults()` succeeds."""
 
 
 class Robot(ABC):
@@ -93,6 +103,15 @@ class Robot(ABC):
 
     @abstractmethod
     def _write_positions(self, positions: np.ndarray) -> None: ...
+
+    # -- health ----------------------------------------------------------------------------------
+    def health(self) -> list[Report]:
+        """Diagnostics of the hardware (servo temperatures, bus errors, ...); none by default."""
+        return []
+
+    def clear_faults(self) -> str | None:
+        """Try to clear latched faults; None when the robot may move again, else why not."""
+        return None
 
 
 class SimulatedRobot(Robot):

@@ -1,20 +1,12 @@
 """What the policy node reports on /diagnostics, built without ROS (the node turns each Report into
-a diagnostic_msgs/DiagnosticStatus). Levels are diagnostic_msgs' OK 0, WARN 1, ERROR 2, STALE 3."""
+a diagnostic_msgs/DiagnosticStatus)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-OK, WARN, ERROR, STALE = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Report:
-    name: str
-    level: int
-    message: str
-    values: dict[str, str] = field(default_factory=dict)
+from librobot_drivers.reports import ERROR, OK, STALE, WARN, Report  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

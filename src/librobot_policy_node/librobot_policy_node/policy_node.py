@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from librobot_msgs.msg import ActionChunk, EpisodeEvent, PolicyStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -644,14 +644,9 @@ class PolicyNode(LifecycleNode):
             streams=self._buffer.stream_stats(now_ns) if self._buffer else {},
             max_age_ms=self.max_age_s * 1e3,
         )
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        for report in diagnostics.reports(self.get_fully_qualified_name(), snap):
-            status = DiagnosticStatus(level=bytes([report.level]), name=report.name,
-                                      message=report.message, hardware_id=self.spec.name)
-            status.values = [KeyValue(key=k, value=v) for k, v in report.values.items()]
-            array.status.append(status)
-        self._diagnostics_pub.publish(array)
+        self._diagnostics_pub.publish(messages.diagnostic_array(
+            diagnostics.reports(self.get_fully_qualified_name(), snap), self.spec.name,
+            self.get_clock().now().to_msg()))
 
     def _publish_status(self) -> None:
         self._publish_diagnostics()
