@@ -32,5 +32,11 @@ setup(
     maintainer_email="maintainers@librobot.dev",
     description="LibroBot drivers: ROS-free robot classes (SO-100, simulated twins), robot descriptions and a generic driver node.",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["driver_node = librobot_drivers.driver_node:main", "expert_node = librobot_drivers.expert_node:main"]},
+    entry_points={"console_scripts": [
+        "driver_node = librobot_drivers.driver_node:main",
+        "expert_node = librobot_drivers.expert_node:main",
+        "teleop_node = librobot_drivers.teleop_node:main",
+        "calibrate = librobot_drivers.calibrate:main",
+        "feetech_emulator = librobot_drivers.feetech.emulator:main",
+    ]},
 )

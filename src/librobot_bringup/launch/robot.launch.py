@@ -16,7 +16,8 @@ Modes:
       behind the topic-based hardware interface).
   use_sim:=false            ros2_control on the description: use_mock_hardware:=true (default)
       mock_components/GenericSystem, false the servos through the topic-based hardware interface
-      (a driver node serves its topics); cameras from v4l2_camera (camera_driver:=v4l2), or
+      (the driver node serves its topics: robot <robot>_feetech, port and calibration from
+      config/<robot>_hardware.yaml or the launch arguments port, calibration); cameras from v4l2_camera (camera_driver:=v4l2), or
       camera_driver:=none when something else publishes the camera topics.
 """
 
@@ -40,6 +41,8 @@ ARGUMENTS = {
     "use_mock_hardware": ("true", "with use_sim:=false: mock_components instead of the servos"),
     "camera_driver": ("v4l2", "with use_sim:=false: v4l2 (v4l2_camera per camera of the "
                       "embodiment) or none (the camera topics come from elsewhere)"),
+    "port": ("", "with use_mock_hardware:=false: the arm's serial port (empty: config/<robot>_hardware.yaml's)"),
+    "calibration": ("", "with use_mock_hardware:=false: its calibration file (empty: the config's)"),
     "checkpoint": ("", "policy checkpoint directory (empty: the shipped checkpoints/act_<robot>)"),
     "episodes": ("-1", "simulation: episodes to run (-1: until stopped, 0: none, the scene runs freely)"),
     "first_seed": ("0", "simulation: seed of the first episode (the next ones count up)"),
@@ -87,7 +90,8 @@ def _nodes(context: LaunchContext) -> list:
             first_seed=int(LaunchConfiguration("first_seed").perform(context)),
             command_interface="joint_commands" if use_ros2_control else "trajectory")))
     elif not mock_hardware:
-        nodes.append(_node(system.hardware_driver_node(robot)))
+        overrides = {name: LaunchConfiguration(name).perform(context) for name in ("port", "calibration")}
+        nodes.append(_node(system.hardware_driver_node(robot, **{k: v for k, v in overrides.items() if v})))
     if use_ros2_control:
         controllers = str(drivers / "config" / f"{robot}_controllers.yaml")
         nodes += [

@@ -33,7 +33,7 @@ def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 class NodeSpec:
     """A node of the system, as both the launch files (launch_ros Node) and NodeGraph (a child
     process) start it: package and executable (its `ros2 run` entry point), the Python module
-    with the same `main`, the node name, parameter files, then parameters that override them."""
+    with the same `main` (empty for a node that is not ours: NodeGraph then uses `ros2 run`), the node name, parameter files, then parameters that override them."""
 
     package: str
     executable: str
@@ -46,7 +46,8 @@ class NodeSpec:
     def command(self, params_file: Path) -> list[str]:
         """`python -m <module>` with the node name, remappings, the parameter files and then
         `params_file` (holding `parameters`), so later values win as in launch_ros."""
-        args = [sys.executable, "-m", self.module, "--ros-args", "-r", f"__node:={self.name}"]
+        program = [sys.executable, "-m", self.module] if self.module else ["ros2", "run", self.package, self.executable]
+        args = [*program, "--ros-args", "-r", f"__node:={self.name}"]
         for src, dst in self.remappings:
             args += ["-r", f"{src}:={dst}"]
         for path in self.param_files:

@@ -1,17 +1,19 @@
-"""Run simulated episodes through the real ROS graph and collect what happened.
+"""Run episodes through the real ROS graph and collect what happened.
 
 Used by `librobot-record` (expert in the loop, bag out) and `librobot-demo` (policy in the loop,
 success rate and latency out): both start the simulated driver and a commander as child
 processes (graph.NodeGraph), watch librobot_msgs/EpisodeEvent from this process, and stop once
-the requested number of episodes has ended.
+the requested number of episodes has ended. On hardware (`librobot-record --teleop`) the episodes
+come from the keyboard instead: this process publishes their events and the instruction.
 """
 
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import rclpy
 from librobot_msgs.msg import EpisodeEvent
@@ -22,7 +24,9 @@ from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
 from librobot_bringup.system import sim_driver_node
-from librobot_drivers.ros_common import EPISODE_EVENTS
+from librobot_drivers import episodes as episode_keys
+from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
 
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
 
@@ -88,6 +92,80 @@ def run_sim_episodes(
                         f"{len(results)} of {episodes} episodes ended before the time limit; "
                         f"driver log:\n{graph.log_tail('driver')}"
                     )
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+    return results
+
+
+def run_keyboard_episodes(
+    nodes: list[NodeSpec],
+    spec: Embodiment,
+    instruction: str,
+    keys: episode_keys.KeyboardEpisodes,
+    stdin: TextIO,
+    say: Callable[[str], None],
+    setup: Callable[[Node], None] | None = None,
+    log_dir: Path | None = None,
+    ready_timeout_s: float = 60.0,
+) -> list[EpisodeResult]:
+    """Start `nodes` (the hardware), wait for the robot's joint states, then publish the episode
+    events the keys on `stdin` give (librobot_msgs/EpisodeEvent, with `instruction`) until the
+    keys are done. `setup(node)` runs first, as in run_sim_episodes."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    context = Context()
+    rclpy.init(context=context)
+    node = Node("librobot_session", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    results: list[EpisodeResult] = []
+    started: dict[int, float] = {}
+    joint_states = []
+    try:
+        if setup is not None:
+            setup(node)
+        events = node.create_publisher(EpisodeEvent, spec.topic("episode_events"), EPISODE_EVENTS)
+        instruction_pub = node.create_publisher(String, spec.topic("instruction"), LATCHED)
+        node.create_subscription(JointState, spec.topic("joint_states"),
+                                 lambda msg: joint_states.append(1) if not joint_states else None, 10)
+        with NodeGraph(nodes, log_dir=log_dir) as graph:
+            deadline = time.monotonic() + ready_timeout_s
+            while not joint_states:
+                executor.spin_once(timeout_sec=0.1)
+                graph.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no joint states on {spec.topic('joint_states')} after "
+                                       f"{ready_timeout_s:.0f} s; driver log:\n{graph.log_tail('driver')}")
+            instruction_pub.publish(String(data=instruction))
+            say(f"ready: {instruction!r}\n{keys.HELP}")
+            while not keys.done:
+                executor.spin_once(timeout_sec=0.02)
+                graph.check_alive()
+                if not select.select([stdin], [], [], 0)[0]:
+                    continue
+                line = stdin.readline()
+                for event in keys.key(line if line else None):
+                    now = node.get_clock().now()
+                    msg = EpisodeEvent()
+                    msg.header.stamp = now.to_msg()
+                    msg.event = EpisodeEvent.START if event.kind == "start" else EpisodeEvent.END
+                    msg.episode_index, msg.seed = event.index, event.seed
+                    msg.instruction, msg.success = instruction, event.success
+                    events.publish(msg)
+                    t = now.nanoseconds * 1e-9
+                    if event.kind == "start":
+                        started[event.index] = t
+                        say(f"episode {event.index}: recording")
+                    else:
+                        results.append(EpisodeResult(event.index, event.seed, event.success,
+                                                     t - started[event.index]))
+                        say(f"episode {event.index}: {'success' if event.success else 'failure'} "
+                            f"({results[-1].duration_s:.1f} s)")
+            for _ in range(10):  # let the recorder take the last event
+                executor.spin_once(timeout_sec=0.02)
     finally:
         executor.shutdown()
         node.destroy_node()

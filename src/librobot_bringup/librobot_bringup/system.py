@@ -51,13 +51,23 @@ def sim_driver_node(robot: str, **overrides) -> NodeSpec:
 
 
 def hardware_driver_node(robot: str, **overrides) -> NodeSpec:
-    """The driver node serving the real robot's hardware topics (joint commands in, joint states
-    out) for the topic-based hardware interface of ros2_control."""
+    """The driver node on the real robot, with config/<robot>_hardware.yaml (port, calibration).
+    By default it serves the hardware topics (joint commands in, joint states out) of ros2_control's
+    topic-based hardware interface; command_interface="trajectory" follows trajectories itself."""
     return NodeSpec(
         package="librobot_drivers", executable="driver_node",
         module="librobot_drivers.driver_node", name="driver",
-        parameters={"robot": robot, "embodiment": robot, "command_interface": "joint_commands",
-                    **overrides},
+        param_files=(config_file(f"{robot}_hardware.yaml"),),
+        parameters={"command_interface": "joint_commands", **overrides},
+    )
+
+
+def teleop_node(robot: str, **overrides) -> NodeSpec:
+    """Leader-arm teleoperation with config/<robot>_hardware.yaml (leader port, calibration)."""
+    return NodeSpec(
+        package="librobot_drivers", executable="teleop_node",
+        module="librobot_drivers.teleop_node", name="teleop",
+        param_files=(config_file(f"{robot}_hardware.yaml"),), parameters=overrides,
     )
 
 

@@ -1,8 +1,8 @@
 """Calibrate a Feetech arm (follower or leader), import a LeRobot calibration, or give new servos
 their IDs.
 
-    python -m librobot_drivers.calibrate --port /dev/ttyACM0 --output ~/.librobot/calibration/follower.json
-    ros2 run librobot_drivers calibrate --port /dev/ttyACM1 --output ~/.librobot/calibration/leader.json
+    python -m librobot_drivers.calibrate --port /dev/ttyACM0                 (the follower)
+    ros2 run librobot_drivers calibrate --port /dev/ttyACM1 --arm leader
     ros2 run librobot_drivers calibrate --port /dev/ttyACM0 --lerobot ~/.cache/huggingface/lerobot/calibration/robots/so100_follower/my_arm.json
     ros2 run librobot_drivers calibrate --port /dev/ttyACM0 --setup-ids
 
@@ -147,8 +147,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", required=True, help="the arm's serial port (ls /dev/serial/by-id/)")
     parser.add_argument("--hardware", default="so100_feetech",
                         help="config/hardware/<name>.yaml or a YAML path (default so100_feetech)")
+    parser.add_argument("--arm", choices=["follower", "leader"], default="follower",
+                        help="which arm: names the default output file (default follower)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="calibration file to write (default ~/.librobot/calibration/<hardware>.json)")
+                        help="calibration file to write (default ~/.librobot/calibration/"
+                             "<embodiment>_<arm>.json, where config/<robot>_hardware.yaml looks)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--lerobot", type=Path, metavar="FILE",
                         help="import a LeRobot calibration JSON (written into the servos and --output)")
@@ -162,7 +165,7 @@ def main(argv=None, console: Console | None = None) -> int:
     console = console or Console()
     try:
         hardware = load_hardware(args.hardware)
-        output = (args.output or Path(f"~/.librobot/calibration/{hardware.name}.json")).expanduser()
+        output = (args.output or Path(f"~/.librobot/calibration/{hardware.spec.name}_{args.arm}.json")).expanduser()
         lerobot = from_lerobot(_read_json(args.lerobot), hardware) if args.lerobot else None
         arm = FeetechArm(hardware, args.port, calibration=None)
         arm.connect(torque=False)

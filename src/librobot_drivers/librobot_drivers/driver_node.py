@@ -11,9 +11,14 @@ The node only wires ROS to a `Robot` (librobot_drivers.robot). Commands arrive o
   out on `hardware_states` (controller_manager's joint_state_broadcaster publishes /joint_states).
 
 A simulated robot also gets episodes: the node resets the scene, publishes
-librobot_msgs/EpisodeEvent and the instruction, and reports success.
+librobot_msgs/EpisodeEvent and the instruction, and reports success. Real hardware reports its
+health on /diagnostics (1 Hz); when it stops answering, the node publishes no joint states (the
+consumers see them go stale), retries once a second, and on recovery holds the measured pose.
+A fault the robot latches (a servo's overload) refuses motion until `~/clear_faults` succeeds.
 
     ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_sim -p episodes:=10
+    ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_feetech \
+        -p port:=/dev/ttyACM0 -p calibration:=$HOME/.librobot/calibration/so100_feetech.json
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ import sys
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from librobot_msgs.msg import EpisodeEvent
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule, Phase
-from librobot_drivers.robots import make_robot
+from librobot_drivers.robot import RobotFault, RobotIOError
+from librobot_drivers.robots import make_robot, robot_class
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import TrajectoryFollower
 
@@ -40,6 +48,7 @@ COMMAND_INTERFACES = ("trajectory", "joint_commands")
 # After a reset the twin holds the reset pose this long while the controller takes the hold
 # trajectory the node sends it (joint_commands mode): its earlier commands target the old scene.
 RESET_SETTLE_S = 0.1
+RECONNECT_PERIOD_S = 1.0  # after the hardware stopped answering, how often the node tries again
 
 
 class DriverNode(Node):
@@ -63,9 +72,18 @@ class DriverNode(Node):
             raise ValueError(f"parameter command_interface = {self.command_interface!r}: expected "
                              f"one of {list(COMMAND_INTERFACES)}")
 
+        # hardware options (unused by the simulated twin)
+        hardware_options = {
+            "port": self.declare_parameter("port", "").value,
+            "calibration": self.declare_parameter("calibration", "").value,
+            "on_shutdown": self.declare_parameter("on_shutdown", "torque_off").value,
+            "max_relative_target": self.declare_parameter("max_relative_target", 0.0).value,
+        }
         camera_names = [c for c in camera_names if c]
         options = {"render_cameras": camera_names} if camera_names else {}
-        self.robot = make_robot(robot_name, self.spec, **options)
+        options.update(hardware_options)
+        taken = robot_class(robot_name).options
+        self.robot = make_robot(robot_name, self.spec, **{k: v for k, v in options.items() if k in taken})
         self.robot.connect()
         self.cameras = self.robot.camera_names
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
@@ -75,6 +93,8 @@ class DriverNode(Node):
         self._settle_until = 0.0
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
         self._last_tick: float | None = None
+        self._lost_since: float | None = None  # the hardware stopped answering at this time
+        self._next_try = 0.0
 
         hardware = self.command_interface == "joint_commands"
         self._own_command_publishers = 1 if hardware else 0  # the hold publisher below
@@ -92,6 +112,10 @@ class DriverNode(Node):
         else:
             self.create_subscription(JointTrajectory, self.spec.command_topic, self._on_trajectory, 10)
         self.create_timer(1.0 / servo_rate, self._on_servo_tick)
+        if not self.robot.simulated:
+            self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.create_timer(1.0, self._publish_health)
+            self.create_service(Trigger, "~/clear_faults", self._on_clear_faults)
         for name in self.cameras:
             rate = self.spec.camera(name).rate_hz
             self.create_timer(1.0 / rate, lambda name=name: self._publish_camera(name))
@@ -145,18 +169,71 @@ class DriverNode(Node):
 
     def _on_servo_tick(self) -> None:
         now = self._now()
-        target = self._target(now)
+        if self._lost_since is not None and not self._reconnected(now):
+            return
         try:
-            self.robot.send_positions(target, max_step=self._max_step)
+            self._command(now)
+            if self.robot.simulated:
+                if self._last_tick is not None:
+                    self.robot.step(min(max(now - self._last_tick, 0.0), MAX_SIM_STEP_S))
+                self._last_tick = now
+                self._run_episodes(now)
+            reading = self.robot.read_joints()
+        except RobotIOError as err:
+            self._lost(now, err)
+            return
+        stamp = self.get_clock().now().to_msg()
+        self._joint_pub.publish(messages.joint_state_msg(self.spec, reading, stamp))
+
+    def _lost(self, now: float, err: RobotIOError) -> None:
+        self._lost_since = now if self._lost_since is None else self._lost_since
+        self._next_try = now + RECONNECT_PERIOD_S
+        self.get_logger().error(f"hardware not answering: {err}; retrying every "
+                                f"{RECONNECT_PERIOD_S:.0f} s", throttle_duration_sec=5.0)
+
+    def _reconnected(self, now: float) -> bool:
+        """While the hardware is lost: read it once a second; when it answers, hold the measured
+        pose (not the plan from before) and go on."""
+        if now < self._next_try:
+            return False
+        try:
+            position = self.robot.read_joints().position
+        except RobotIOError as err:
+            self._lost(now, err)
+            return False
+        self.get_logger().warn(f"hardware answering again after {now - self._lost_since:.1f} s; "
+                               "holding the measured pose")
+        self._lost_since = None
+        self.follower.hold(position)
+        self._joint_command = None
+        return True
+
+    def _command(self, now: float) -> None:
+        try:
+            self.robot.send_positions(self._target(now), max_step=self._max_step)
         except ValueError as err:  # a non-finite command: refused, the robot keeps its last one
             self.get_logger().error(f"refused command: {err}", throttle_duration_sec=1.0)
-        if self.robot.simulated:
-            if self._last_tick is not None:
-                self.robot.step(min(max(now - self._last_tick, 0.0), MAX_SIM_STEP_S))
-            self._last_tick = now
-            self._run_episodes(now)
-        stamp = self.get_clock().now().to_msg()
-        self._joint_pub.publish(messages.joint_state_msg(self.spec, self.robot.read_joints(), stamp))
+        except RobotFault as err:  # the servos hold their last goal
+            self.get_logger().error(str(err), throttle_duration_sec=5.0)
+
+    # -- hardware health -------------------------------------------------------------------------
+    def _publish_health(self) -> None:
+        if self._lost_since is not None:
+            return  # the servo tick reports it; a health read would only wait for timeouts again
+        reports = self.robot.health()
+        self._diagnostics_pub.publish(messages.diagnostic_array(
+            reports, self.spec.name, self.get_clock().now().to_msg()))
+
+    def _on_clear_faults(self, request, response):
+        try:
+            reason = self.robot.clear_faults()
+        except RobotIOError as err:
+            reason = str(err)
+        response.success, response.message = reason is None, reason or "faults cleared; holding the measured pose"
+        if reason is None:
+            self.follower.hold(self.robot.read_joints().position)
+            self._joint_command = None
+        return response
 
     def _publish_camera(self, name: str) -> None:
         stamp = self.get_clock().now().to_msg()

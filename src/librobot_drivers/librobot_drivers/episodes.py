@@ -91,3 +91,43 @@ class EpisodeManager:
     @property
     def success_rate(self) -> float:
         return sum(self.results) / len(self.results) if self.results else 0.0
+
+
+class KeyboardEpisodes:
+    """Episode boundaries from the keyboard, for demonstrations on hardware (ROS-free).
+
+    One line per key press: Enter starts an episode, and ends the running one as a success;
+    `f` ends it as a failure; `q` (or the end of input) ends the running one as a failure and
+    stops. Recording also stops after `episodes` episodes (0: no limit)."""
+
+    HELP = "Enter: start an episode / end it as a success   f: end it as a failure   q: stop"
+
+    def __init__(self, episodes: int = 0):
+        if episodes < 0:
+            raise ValueError(f"episodes = {episodes}: expected 0 (no limit) or more")
+        self.episodes = episodes
+        self.index = -1
+        self.running = False
+        self.stopped = False
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or (self.episodes > 0 and self.index + 1 >= self.episodes and not self.running)
+
+    def key(self, line: str | None) -> list[EpisodeEvent]:
+        """Events for one line of input (None: the input ended). Unknown keys change nothing."""
+        key = None if line is None else line.strip().lower()
+        if key is None or key == "q":
+            self.stopped = True
+            return [self._end(False)] if self.running else []
+        if key == "" and not self.running and not self.done:
+            self.index += 1
+            self.running = True
+            return [EpisodeEvent("start", self.index, self.index)]
+        if key in ("", "f") and self.running:
+            return [self._end(key == "")]
+        return []
+
+    def _end(self, success: bool) -> EpisodeEvent:
+        self.running = False
+        return EpisodeEvent("end", self.index, self.index, success)

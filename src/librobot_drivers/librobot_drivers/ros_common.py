@@ -12,6 +12,8 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from librobot_drivers.robot import RobotIOError
+
 # The instruction: late joiners get the current one (like `ros2 topic pub --qos-durability
 # transient_local`, what the fixture bags record).
 LATCHED = QoSProfile(
@@ -25,8 +27,9 @@ EPISODE_EVENTS = QoSProfile(
 
 def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args=None) -> int:
     """rclpy.init, build the node, spin until Ctrl-C or SIGTERM (`ros2 launch` sends SIGINT, then
-    SIGTERM); bad parameters (ValueError, or a value outside a parameter's declared range) end
-    with one readable line and exit code 2 instead of a traceback.
+    SIGTERM); bad parameters (ValueError, a missing file, or a value outside a parameter's
+    declared range) end with one readable line and exit code 2 instead of a traceback, hardware
+    that does not answer with one line and exit code 1.
 
     Ctrl-C while the node is being built (loading a model takes seconds) interrupts at once. Once
     it spins, rclpy's own handler (which runs first) shuts the context down and the executor
@@ -49,9 +52,12 @@ def run_node(make_node: Callable[[], Node], program: str, threads: int = 1, args
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, ParameterException) as err:
+    except (ValueError, FileNotFoundError, ParameterException) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         return 2
+    except RobotIOError as err:  # the hardware does not answer (unplugged, wrong port, ...)
+        print(f"{program}: error: {err}", file=sys.stderr)
+        return 1
     except Exception:
         if rclpy.ok():
             raise
