@@ -126,7 +126,7 @@ def setup_ids(arm: FeetechArm, hardware: FeetechHardware, console: Console) -> N
                 continue
             if old != joint.id:
                 arm.bus.write(old, "Lock", 0)
-                arm.bus.write(old, "ID", joint.id)
+                arm.bus.set_id(old, joint.id)
             arm.bus.write(joint.id, "Lock", 1)
             console.say(f"  {joint.name}: ID {joint.id}")
             break

@@ -9,7 +9,9 @@ import math
 import numpy as np
 
 from librobot_drivers.calibrate import Console
+from librobot_drivers.feetech.calibration import HALF_TURN, Calibration, JointCalibration
 from librobot_drivers.feetech.emulator import EmulatorProcess, make_servos
+from librobot_drivers.feetech.hardware import load_hardware
 
 TICKS_PER_RAD = 4096 / (2 * math.pi)
 IDS = [1, 2, 3, 4, 5, 6]
@@ -46,8 +48,25 @@ class PhysicalArm:
         return joints_from([self.emu.state(i)["goal_encoder"] for i in self.ids])
 
 
-def start_arm(**faults) -> EmulatorProcess:
-    return EmulatorProcess(make_servos(IDS, encoders=dict(zip(IDS, MOUNT_ZERO))))
+def start_arm(q=None) -> EmulatorProcess:
+    """The emulated arm, standing at joint angles `q` (default the zero pose)."""
+    encoders = encoders_for(np.zeros(6) if q is None else q)
+    return EmulatorProcess(make_servos(IDS, encoders=dict(zip(IDS, encoders))))
+
+
+def write_calibration(path, spec) -> str:
+    """The calibration the procedure finds for this mounting (as test_feetech checks), written
+    without the walk-through."""
+    hardware = load_hardware("so100_feetech")
+    joints = {}
+    for joint, servo, zero, sign in zip(spec.joints, IDS, MOUNT_ZERO, MOUNT_SIGN):
+        offset = int(round(zero)) - HALF_TURN
+        low = HALF_TURN + sign * joint.lower * TICKS_PER_RAD
+        high = HALF_TURN + sign * joint.upper * TICKS_PER_RAD
+        joints[joint.name] = JointCalibration(servo, 0 if sign > 0 else 1, offset,
+                                              int(min(low, high)) - 5, int(max(low, high)) + 5, float(HALF_TURN))
+    Calibration(joints).save(path, hardware)
+    return str(path)
 
 
 class ScriptedUser(Console):

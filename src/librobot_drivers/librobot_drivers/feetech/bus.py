@@ -9,6 +9,7 @@ status error bits of every reply, and counters for diagnostics.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -161,6 +162,16 @@ class FeetechBus:
             return result, None, servo_id
         self._retry(f"write {register} = {value}", [servo_id], attempt)
 
+    def set_id(self, servo_id: int, new_id: int) -> None:
+        """Give a servo a new ID (EEPROM: unlock it first). Sent without waiting for the status
+        packet, whose ID is the old or the new one depending on the firmware; then the new ID
+        must answer a ping."""
+        reg = STS3215["ID"]
+        self._packets.writeTxOnly(self._port, servo_id, reg.address, reg.size, list(reg.encode(new_id)))
+        time.sleep(0.05)
+        self._port.clearPort()
+        self.ping(new_id)
+
     def sync_read(self, registers: tuple[str, ...], servo_ids: list[int]) -> dict[int, dict[str, int]]:
         """One sync read of the contiguous block covering `registers` from every servo."""
         start, length = p.block_span(registers)
@@ -205,10 +216,11 @@ class FeetechBus:
         found = []
         while True:
             reply, result = self._packets.rxPacket(self._port)
-            if result != scs.COMM_SUCCESS:
-                break
-            found.append(reply[2])
             self._port.is_using = True
+            if result == scs.COMM_SUCCESS:
+                found.append(reply[2])
+            elif result != scs.COMM_RX_CORRUPT:  # a garbled reply (a collision): read on
+                break
         self._port.is_using = False
         return {servo_id: self.read(servo_id, "Model_Number") for servo_id in sorted(set(found))}
 

@@ -5,7 +5,7 @@ Each emulated servo has the STS3215 register table, a position loop (with torque
 moves towards the goal at `speed` ticks/s; with torque off, it stays where a hand puts it:
 `set_encoder`), the homing offset (Present_Position = encoder - Homing_Offset), the position
 limits, the EEPROM lock and the return delay. Two servos with one ID answer at once and their
-replies collide on the wire (bytewise AND), as on a real half-duplex bus.
+replies collide on the wire (a bit apart, 0 wins), as on a real half-duplex bus.
 
 Faults to inject, per servo (`fault`): `silent` (unplugged: neither answers nor acts),
 `drop_replies=N` (the next N replies are lost: a burst of timeouts), `corrupt_replies=N` (one byte
@@ -91,6 +91,7 @@ class EmulatedServo:
         self.id = self.get("ID")
         if self.get("Torque_Enable") == 0:
             self._velocity = 0.0
+        self._sync_present()  # a new homing offset changes what the position reads
 
     # -- the shaft -------------------------------------------------------------------------------
     @property
@@ -148,6 +149,11 @@ class EmulatedBus:
     def fault(self, servo_id: int, **faults) -> None:
         for name, value in faults.items():
             setattr(self.servo(servo_id).faults, name, value)
+
+    def plug(self, index: int, plugged: bool = True) -> None:
+        """Connect or disconnect the servo at `index` in the bus's list (new servos share ID 1,
+        so they are told apart by position)."""
+        self.servos[index].faults.silent = not plugged
 
     def state(self, servo_id: int) -> dict:
         servo = self.servo(servo_id)
@@ -223,10 +229,11 @@ class EmulatedBus:
                 by_id.setdefault(servo.id, []).append(reply)
         out = bytearray()
         for replies in by_id.values():
-            wire = bytearray(b"\xff" * max(map(len, replies)))
-            for reply in replies:  # open-drain: a zero bit from either servo wins
-                for i, byte in enumerate(reply):
-                    wire[i] &= byte
+            wire = bytearray(replies[0])
+            for reply in replies[1:]:  # they answer together, a fraction of a bit apart: garbage
+                late = _one_bit_late(reply)
+                wire = bytearray(a & b for a, b in zip(wire + b"\xff" * (len(late) - len(wire)),
+                                                      late + b"\xff" * (len(wire) - len(late))))
             out += wire
         delay = max((s.get("Return_Delay_Time") for s in servos), default=0) * 2e-6
         if out and delay:
@@ -244,6 +251,15 @@ class EmulatedBus:
             faults.corrupt_replies -= 1
             reply[-2] ^= 0x5A  # a flipped byte: the checksum no longer matches
         return bytes(reply)
+
+
+def _one_bit_late(data: bytes) -> bytes:
+    """`data` delayed by one bit on an idle-high line (an open-drain bus: a 0 from either wins)."""
+    out, carry = bytearray(), 1
+    for byte in data:
+        out.append((byte >> 1) | (carry << 7))
+        carry = byte & 1
+    return bytes(out)
 
 
 class PtyBus:
@@ -334,6 +350,9 @@ class EmulatorProcess:
 
     def fault(self, servo_id: int, **faults) -> None:
         self.call("fault", servo_id, **faults)
+
+    def plug(self, index: int, plugged: bool = True) -> None:
+        self.call("plug", index, plugged)
 
     def state(self, servo_id: int) -> dict:
         return self.call("state", servo_id)
