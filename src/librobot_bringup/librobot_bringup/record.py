@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     teleop.add_argument("--calibration", help="follower calibration file")
     teleop.add_argument("--leader-port", help="leader serial port")
     teleop.add_argument("--leader-calibration", help="leader calibration file")
+    teleop.add_argument("--log-dir", type=Path, help="keep the nodes' logs here (default: a temporary directory)")
     teleop.add_argument("--camera-driver", choices=["v4l2", "none"], default="v4l2",
                         help="v4l2: a v4l2_camera node per camera (/dev/video0, 1, ...); none: "
                              "the camera topics come from elsewhere")
@@ -164,7 +165,8 @@ def record_teleop(args) -> int:
     try:
         results = run_keyboard_episodes(
             nodes, spec, args.instruction, keys, sys.stdin, say=lambda text: print(text, flush=True),
-            setup=lambda node: recorders.append(BagRecorder(node, args.output, topics, storage=args.storage)))
+            setup=lambda node: recorders.append(BagRecorder(node, args.output, topics, storage=args.storage)),
+            log_dir=args.log_dir)
     except (RuntimeError, TimeoutError) as err:
         print(f"librobot-record: error: {err}", file=sys.stderr)
         return 1

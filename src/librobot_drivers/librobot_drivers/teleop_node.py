@@ -6,7 +6,7 @@ controller's topic, reached `lead_s` later (default two periods). joint_trajecto
 and the driver node's own follower both take it, so teleoperation works with ros2_control or
 without, and `ros2 bag record` / `librobot-record --teleop` records the commands as actions.
 When the leader stops answering, nothing is published (the follower holds its last goal) and
-the node retries once a second.
+the node retries four times a second.
 
     ros2 run librobot_drivers teleop_node --ros-args -p leader_port:=/dev/ttyACM1 \\
         -p leader_calibration:=$HOME/.librobot/calibration/leader.json
@@ -27,7 +27,7 @@ from librobot_drivers.feetech.hardware import load_hardware
 from librobot_drivers.robot import RobotIOError
 from librobot_drivers.ros_common import run_node
 
-RETRY_PERIOD_S = 1.0
+RETRY_PERIOD_S = 0.25  # the leader is read again this soon after it did not answer
 
 
 class TeleopNode(Node):

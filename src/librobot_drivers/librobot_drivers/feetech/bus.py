@@ -9,6 +9,7 @@ status error bits of every reply, and counters for diagnostics.
 
 from __future__ import annotations
 
+import select
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from librobot_drivers.feetech.protocol import STS3215
 from librobot_drivers.robot import RobotIOError
 
 DEFAULT_RETRIES = 3  # after the first try: 4 transactions at most
+READ_WAIT_S = 0.002  # longest sleep between two looks at the reply timeout
 REPLY_MARGIN_MS = 50.0  # USB-serial adapters buffer replies for up to ~16 ms; keep a margin
 COMM_TEXT = {
     scs.COMM_RX_TIMEOUT: "no status packet",
@@ -34,13 +36,22 @@ class BusError(RobotIOError):
 
 
 class _Port(scs.PortHandler):
-    """The SDK's port handler with two fixes. Stale input is dropped before each instruction: the
-    SDK's clearPort only flushes output, so after a corrupted or late reply the leftover bytes
+    """The SDK's port handler with three fixes. Stale input is dropped before each instruction:
+    the SDK's clearPort only flushes output, so after a corrupted or late reply the leftover bytes
     would be read as the next reply. The reply timeout gets a margin for the USB adapter's latency
-    (the SDK allows 34 ms in all, which long sync reads through some adapters exceed)."""
+    (the SDK allows 34 ms in all, which long sync reads through some adapters exceed). And waiting
+    for a reply sleeps in select() until bytes arrive instead of spinning on a non-blocking read:
+    the SDK's loop keeps a core at 100 % for every transaction, which starves everything else on
+    a small computer (and the other arm's process during teleoperation)."""
 
     def clearPort(self):
         self.ser.reset_input_buffer()
+
+    def readPort(self, length):
+        data = self.ser.read(length)
+        if not data:
+            select.select([self.ser.fileno()], [], [], READ_WAIT_S)
+        return data
 
     def setPacketTimeout(self, packet_length):
         self.packet_start_time = self.getCurrentTime()
