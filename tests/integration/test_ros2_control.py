@@ -116,3 +116,42 @@ def test_the_twin_behind_ros2_control_solves_episodes_like_the_drivers_own_follo
     print(f"episodes solved, seeds 0-1: driver's follower {rates['false']}, "
           f"joint_trajectory_controller {rates['true']}")
     assert any(rates["true"]), rates
+
+
+def test_the_real_arm_path_emulated_servos_behind_ros2_control(cli, observer, tmp_path):
+    """use_sim:=false use_mock_hardware:=false: Jazzy's topic-based hardware interface, our driver
+    node (So100Feetech) serving its topics, the servos an emulated STS3215 bus. The arm starts
+    away from zero and must not move until commanded; a trajectory to the controller reaches the
+    servos; /joint_states (joint_state_broadcaster) reports the servos' positions."""
+    import sys
+    from pathlib import Path
+
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src" / "librobot_drivers" / "test"))
+    from feetech_arm import TICKS_PER_RAD, PhysicalArm, start_arm, write_calibration
+
+    start = np.array([0.4, -0.3, 0.5, 0.2, 0.0, 0.3])
+    states = []
+    observer.create_subscription(JointState, "/joint_states", states.append, 100)
+    command = observer.create_publisher(JointTrajectory, SPEC.command_topic, 10)
+    calibration = write_calibration(tmp_path / "follower.json", SPEC)
+    with start_arm(start) as emu, cli.launch(
+            tmp_path / "launch.log", "use_sim:=false", "use_mock_hardware:=false", "camera_driver:=none",
+            f"port:={emu.port}", f"calibration:={calibration}") as system:
+        arm = PhysicalArm(emu)
+        system.wait_for_log(r"Configured and activated .*arm_controller", timeout_s=120)
+        assert observer.spin_until(lambda: len(states) > 10, 30)
+        observer.spin_until(lambda: False, 1.0)
+        assert np.allclose(arm.joints(), start, atol=2 / TICKS_PER_RAD), arm.joints()  # no jump at start
+        assert np.allclose(messages.joint_positions(SPEC, states[-1]), start, atol=0.01)
+
+        target = np.array([0.1, 0.2, 0.3, -0.2, 0.5, 0.6])
+        assert observer.spin_until(lambda: command.get_subscription_count() > 0, 10)
+        command.publish(messages.trajectory_msg(SPEC.joint_names, 0, np.array([1.0]), target[None]))
+        reached = lambda: np.allclose(arm.joints(), target, atol=3 / TICKS_PER_RAD)
+        assert observer.spin_until(reached, 10), (arm.joints(), system.log()[-3000:])
+        assert observer.spin_until(
+            lambda: np.allclose(messages.joint_positions(SPEC, states[-1]), target, atol=0.01), 5)
+        assert not re.search(JTC_REJECTS, system.log()), system.log()[-3000:]

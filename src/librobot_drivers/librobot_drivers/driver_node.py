@@ -38,7 +38,7 @@ from trajectory_msgs.msg import JointTrajectory
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule, Phase
-from librobot_drivers.robot import RobotFault, RobotIOError
+from librobot_drivers.robot import CommandAnchor, RobotFault, RobotIOError
 from librobot_drivers.robots import make_robot, robot_class
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_drivers.trajectory import TrajectoryFollower
@@ -67,6 +67,8 @@ class DriverNode(Node):
             pause_s=self.declare_parameter("episode_pause_s", 1.0).value,
         )
         self._wait_for_commander = self.declare_parameter("wait_for_commander", True).value
+        # real hardware in joint_commands mode: follow ros2_control only from a command at the arm
+        self._anchor = CommandAnchor(self.declare_parameter("command_accept_radius", 0.05).value)
         self.command_interface = self.declare_parameter("command_interface", "trajectory").value
         if self.command_interface not in COMMAND_INTERFACES:
             raise ValueError(f"parameter command_interface = {self.command_interface!r}: expected "
@@ -88,7 +90,8 @@ class DriverNode(Node):
         self.cameras = self.robot.camera_names
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
             self.robot.read_camera(name)  # do it now, not in the middle of the first episode
-        self.follower = TrajectoryFollower(self.robot.read_joints().position)
+        self._measured = self.robot.read_joints().position
+        self.follower = TrajectoryFollower(self._measured)
         self._joint_command: np.ndarray | None = None  # joint_commands mode: the latest command
         self._settle_until = 0.0
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
@@ -152,9 +155,20 @@ class DriverNode(Node):
 
     def _on_joint_command(self, msg: JointState) -> None:
         try:
-            self._joint_command = messages.joint_positions(self.spec, msg)
+            command = messages.joint_positions(self.spec, msg)
         except (KeyError, ValueError) as err:
             self.get_logger().error(f"rejected joint command: {err}", throttle_duration_sec=1.0)
+            return
+        if not self.robot.simulated:
+            gap = self._anchor.accept(command, self._measured)
+            if gap is not None:
+                self.get_logger().warn(
+                    f"ignoring joint commands {gap:.2f} rad from the measured pose until one is within "
+                    f"{self._anchor.radius} rad (an active controller holds the arm where it is; "
+                    "re-activate it after a fault)",
+                    throttle_duration_sec=2.0)
+                return
+        self._joint_command = command
 
     # -- control loop --------------------------------------------------------------------------
     def _now(self) -> float:
@@ -182,6 +196,7 @@ class DriverNode(Node):
         except RobotIOError as err:
             self._lost(now, err)
             return
+        self._measured = reading.position
         stamp = self.get_clock().now().to_msg()
         self._joint_pub.publish(messages.joint_state_msg(self.spec, reading, stamp))
 
@@ -206,6 +221,7 @@ class DriverNode(Node):
         self._lost_since = None
         self.follower.hold(position)
         self._joint_command = None
+        self._anchor.reset()
         return True
 
     def _command(self, now: float) -> None:
@@ -233,6 +249,7 @@ class DriverNode(Node):
         if reason is None:
             self.follower.hold(self.robot.read_joints().position)
             self._joint_command = None
+            self._anchor.reset()
         return response
 
     def _publish_camera(self, name: str) -> None:

@@ -38,6 +38,34 @@ class RobotFault(RuntimeError):
     `clear_faults()` succeeds."""
 
 
+class CommandAnchor:
+    """Position commands from outside (ros2_control's hardware interface) are followed only once
+    one arrives within `radius` (rad, every joint) of the measured pose; until then they are
+    refused. The topic-based hardware interface sends its configured initial values (the URDF's
+    zero pose) as soon as it starts, before joint_trajectory_controller activates and holds the
+    arm where it is: a real arm would jump to zero. `reset()` re-arms the check (after the
+    hardware was lost)."""
+
+    def __init__(self, radius: float):
+        if radius <= 0:
+            raise ValueError(f"command anchor radius {radius}: expected > 0 rad")
+        self.radius = radius
+        self.anchored = False
+
+    def accept(self, command: np.ndarray, measured: np.ndarray) -> float | None:
+        """None if `command` may be followed, else how far (rad) it is from the measured pose."""
+        if self.anchored:
+            return None
+        gap = float(np.max(np.abs(np.asarray(command) - np.asarray(measured))))
+        if gap > self.radius:
+            return gap
+        self.anchored = True
+        return None
+
+    def reset(self) -> None:
+        self.anchored = False
+
+
 class Robot(ABC):
     """A robot arm (or any joint-position-controlled machine) with cameras."""
 

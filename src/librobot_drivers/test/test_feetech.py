@@ -300,3 +300,17 @@ def test_torque_off_on_shutdown_and_clear_errors_for_bad_options(follower):
         So100Feetech(SPEC, port="", calibration=calibration)
     with pytest.raises(FileNotFoundError, match="calibrate the arm first"):
         So100Feetech(SPEC, port=emu.port, calibration="/nonexistent.json")
+
+
+def test_outside_commands_are_followed_only_from_one_at_the_measured_pose():
+    from librobot_drivers.robot import CommandAnchor
+
+    anchor = CommandAnchor(0.05)
+    measured = np.array([0.4, -0.3, 0.5, 0.2, 0.0, 0.3])
+    assert anchor.accept(np.zeros(6), measured) == pytest.approx(0.5)  # the interface's initial zeros
+    assert anchor.accept(measured + 0.01, measured) is None  # the controller holds the arm: follow
+    assert anchor.accept(np.zeros(6), measured) is None  # from then on, commands are the plan
+    anchor.reset()
+    assert anchor.accept(np.zeros(6), measured) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="radius 0"):
+        CommandAnchor(0)
