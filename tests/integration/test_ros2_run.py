@@ -26,14 +26,18 @@ NODES = {("librobot_drivers", "driver_node"), ("librobot_drivers", "expert_node"
          ("librobot_policy_node", "policy_node")}
 
 
+HARDWARE_NODES = {("librobot_drivers", "teleop_node")}  # needs an arm: started on an emulated one
+
+
 def test_every_console_script_is_covered_here():
-    assert set(console_scripts()) == NODES | {
+    assert set(console_scripts()) == NODES | HARDWARE_NODES | {
         ("librobot_bringup", "record"), ("librobot_bringup", "demo"),
         ("librobot_training", "bag_to_hdf5"), ("librobot_training", "train"),
-        ("librobot_training", "evaluate")}
+        ("librobot_training", "evaluate"), ("librobot_drivers", "calibrate"),
+        ("librobot_drivers", "feetech_emulator")}
 
 
-@pytest.mark.parametrize("package, executable", sorted(set(console_scripts()) - NODES))
+@pytest.mark.parametrize("package, executable", sorted(set(console_scripts()) - NODES - HARDWARE_NODES))
 def test_command_line_tools_have_help(cli, package, executable):
     done = cli.ros2("run", package, executable, "--help")
     assert done.stdout.startswith("usage: "), done.stdout
@@ -87,3 +91,51 @@ def test_the_converter_reads_the_shipped_fixture_bag(cli, tmp_path):
     cli.ros2("run", "librobot_training", "bag_to_hdf5", str(FIXTURE_BAG), "--output", str(out),
              "--sim", "--no-progress", timeout=180)
     assert json.loads((out / "dataset.json").read_text())["episodes"]
+
+
+def test_emulator_calibrate_and_teleop_node_through_ros2_run(cli, observer, tmp_path):
+    """`ros2 run librobot_drivers feetech_emulator` serves a bus; `calibrate` imports a LeRobot
+    calibration into it; `teleop_node` reads it as the leader arm at 60 Hz, publishes the
+    follower's commands, and stops cleanly on Ctrl-C."""
+    import time
+
+    from trajectory_msgs.msg import JointTrajectory
+
+    port_file = tmp_path / "port"
+    emulator = cli.start(["ros2", "run", "librobot_drivers", "feetech_emulator", "--port-file", str(port_file)],
+                         tmp_path / "emulator.log")
+    try:
+        for _ in range(100):
+            if port_file.is_file() and port_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        port = port_file.read_text().strip()
+        motors = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+        lerobot = {m: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": 1000, "range_max": 3000}
+                   for i, m in enumerate(motors)}
+        (tmp_path / "lerobot.json").write_text(json.dumps(lerobot))
+        calibration = tmp_path / "leader.json"
+        done = cli.ros2("run", "librobot_drivers", "calibrate", "--port", port, "--lerobot",
+                        str(tmp_path / "lerobot.json"), "--output", str(calibration))
+        assert "calibration written to" in done.stdout, done.stdout + done.stderr
+
+        node = cli.start(["ros2", "run", "librobot_drivers", "teleop_node", "--ros-args",
+                          "-p", f"leader_port:={port}", "-p", f"leader_calibration:={calibration}"],
+                         tmp_path / "teleop.log")
+        commands = []
+        observer.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", commands.append, 100)
+        try:
+            assert observer.spin_until(lambda: len(commands) > 5, 60), node.log()
+            first, start = len(commands), time.monotonic()
+            observer.spin_until(lambda: False, 3.0)
+            rate = (len(commands) - first) / (time.monotonic() - start)
+            # positions only, in the ROS order, from the emulator's rest pose (ticks 2048)
+            assert list(commands[-1].joint_names)[0] == "shoulder_pan_joint"
+            assert len(commands[-1].points) == 1 and not commands[-1].points[0].velocities
+        finally:
+            code = node.interrupt(group=True)
+        assert code == 0 and "Traceback" not in node.log(), node.log()
+        assert rate >= 55, f"leader read at {rate:.0f} Hz"
+        print(f"teleop_node: leader read and published at {rate:.1f} Hz")
+    finally:
+        emulator.interrupt(group=True)

@@ -160,11 +160,14 @@ def record_teleop(args) -> int:
         print(f"librobot-record: error: {err}", file=sys.stderr)
         return 2
     topics = _topics(spec, args.cameras)
+    # "ready" once the arm, the leader's commands and every camera arrive
+    streams = [spec.topic("joint_states"), spec.command_topic, *(spec.camera(c).topic for c in args.cameras)]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     recorders = []
     try:
         results = run_keyboard_episodes(
             nodes, spec, args.instruction, keys, sys.stdin, say=lambda text: print(text, flush=True),
+            missing=lambda: [t for t in streams if not recorders or recorders[0].counts[t] == 0],
             setup=lambda node: recorders.append(BagRecorder(node, args.output, topics, storage=args.storage)),
             log_dir=args.log_dir)
     except (RuntimeError, TimeoutError) as err:

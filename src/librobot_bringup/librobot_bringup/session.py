@@ -106,14 +106,15 @@ def run_keyboard_episodes(
     keys: episode_keys.KeyboardEpisodes,
     stdin: TextIO,
     say: Callable[[str], None],
+    missing: Callable[[], list[str]],
     setup: Callable[[Node], None] | None = None,
     log_dir: Path | None = None,
     ready_timeout_s: float = 60.0,
 ) -> list[EpisodeResult]:
-    """Start `nodes` (the hardware), wait for the robot's joint states, then publish the episode
-    events the keys on `stdin` give (librobot_msgs/EpisodeEvent, with `instruction`) until the
-    keys are done. `setup(node)` runs first, as in run_sim_episodes."""
-    from sensor_msgs.msg import JointState
+    """Start `nodes` (the hardware), wait until `missing()` (the streams not arriving yet) is
+    empty, then publish the episode events the keys on `stdin` give (librobot_msgs/EpisodeEvent,
+    with `instruction`) until the keys are done. `setup(node)` runs first, as in
+    run_sim_episodes."""
     from std_msgs.msg import String
 
     context = Context()
@@ -123,22 +124,19 @@ def run_keyboard_episodes(
     executor.add_node(node)
     results: list[EpisodeResult] = []
     started: dict[int, float] = {}
-    joint_states = []
     try:
         if setup is not None:
             setup(node)
         events = node.create_publisher(EpisodeEvent, spec.topic("episode_events"), EPISODE_EVENTS)
         instruction_pub = node.create_publisher(String, spec.topic("instruction"), LATCHED)
-        node.create_subscription(JointState, spec.topic("joint_states"),
-                                 lambda msg: joint_states.append(1) if not joint_states else None, 10)
         with NodeGraph(nodes, log_dir=log_dir) as graph:
             deadline = time.monotonic() + ready_timeout_s
-            while not joint_states:
+            while missing():
                 executor.spin_once(timeout_sec=0.1)
                 graph.check_alive()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no joint states on {spec.topic('joint_states')} after "
-                                       f"{ready_timeout_s:.0f} s; driver log:\n{graph.log_tail('driver')}")
+                    raise TimeoutError(f"nothing on {', '.join(missing())} after {ready_timeout_s:.0f} s; "
+                                       f"driver log:\n{graph.log_tail('driver')}")
             instruction_pub.publish(String(data=instruction))
             say(f"ready: {instruction!r}\n{keys.HELP}")
             while not keys.done:

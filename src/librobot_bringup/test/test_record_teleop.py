@@ -1,7 +1,9 @@
 """Demonstrations on hardware, with the arms emulated: `librobot-record --teleop` runs the real
 follower driver and the leader's teleop node over two emulated Feetech buses, takes episode
-boundaries from the keyboard (stdin), and `bag_to_hdf5` converts the bag with no extra flags."""
+boundaries from the keyboard (stdin), and `bag_to_hdf5` converts the bag with no extra flags; a
+servo that drops off the bus mid-episode costs the samples of its absence, nothing else."""
 
+import json
 import queue
 import subprocess
 import sys
@@ -93,7 +95,6 @@ def test_teleoperated_episodes_are_recorded_and_convert_without_flags(tmp_path, 
             "--leader-port", leader.port, "--leader-calibration", leader_cal, "--log-dir", str(tmp_path / "logs")])
         try:
             keyboard.wait_for("ready: 'wave to the camera'")
-            time.sleep(1.0)  # the recorder's subscriptions match the publishers
             keyboard.press()
             keyboard.wait_for("episode 0: recording")
             for angle in np.linspace(0.0, 0.6, 25):  # the user moves the leader's shoulder pan
@@ -104,9 +105,13 @@ def test_teleoperated_episodes_are_recorded_and_convert_without_flags(tmp_path, 
             keyboard.wait_for("episode 0: success")
             keyboard.press()
             keyboard.wait_for("episode 1: recording")
-            for angle in np.linspace(0.6, -0.3, 20):
+            for step, angle in enumerate(np.linspace(0.6, -0.3, 20)):
                 hand.set_joint(0, angle)
                 time.sleep(0.08)
+                if step == 5:  # the follower's elbow servo drops off the bus for a moment
+                    follower.fault(3, silent=True)
+                if step == 12:
+                    follower.fault(3, silent=False)
             time.sleep(0.5)
             keyboard.press("f")
             keyboard.wait_for("episode 1: failure")
@@ -129,3 +134,8 @@ def test_teleoperated_episodes_are_recorded_and_convert_without_flags(tmp_path, 
         assert abs(action[-1, 0] - 0.6) < 0.02 and abs(qpos[-1, 0] - 0.6) < 0.02
         assert np.ptp(action[:, 0]) > 0.5  # the commands followed the leader through the episode
         assert abs(second["/action"][()][-1, 0] - (-0.3)) < 0.02
+    # the servo's absence: no joint states then (steps dropped, counted), the episode kept
+    summary = json.loads((out / "dataset.json").read_text())["episodes"]
+    assert summary[0]["dropped"]["joint_states"] == 0 and summary[1]["dropped"]["joint_states"] >= 3
+    driver_log = (tmp_path / "logs" / "driver.log").read_text()
+    assert "hardware not answering" in driver_log and "answering again" in driver_log
