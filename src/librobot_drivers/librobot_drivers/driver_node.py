@@ -164,8 +164,8 @@ class DriverNode(Node):
             if gap is not None:
                 self.get_logger().warn(
                     f"ignoring joint commands {gap:.2f} rad from the measured pose until one is within "
-                    f"{self._anchor.radius} rad (an active controller holds the arm where it is; "
-                    "re-activate it after a fault)",
+                    f"{self._anchor.radius} rad (a controller activated before the arm answered holds "
+                    "the interface's initial values: its next trajectory starts from the measured pose)",
                     throttle_duration_sec=2.0)
                 return
         self._joint_command = command
