@@ -9,7 +9,10 @@
    counts as the model's). Ratio: node overhead / inference.
 2. Over real DDS: the policy node (its own process, rclpy, Fast DDS) fed both cameras at 30 Hz
    and joint states at 100 Hz by this process; from each ActionChunk, the camera stamp -> trajectory publish time
-   (observation_age_ms) against the inference time in the same chunk.
+   (observation_age_ms) against the inference time in the same chunk. Beside it, in the same
+   run, the transport floor: a plain rclpy subscriber in a process of its own (`--probe`) takes
+   the same front frames, and its stamp -> callback time is what DDS and rclpy cost a frame
+   before any node code runs.
 """
 
 from __future__ import annotations
@@ -75,9 +78,30 @@ def in_process(policy: Policy, width: int, height: int, runs: int) -> tuple[list
     return call_ms(node_work, runs), call_ms(lambda: policy.infer(obs), runs)
 
 
-def over_dds(checkpoint: Path, width: int, height: int, seconds: float) -> list[tuple[float, float]]:
+def probe(seconds: float) -> int:
+    """The transport floor: print the stamp -> callback milliseconds of the front camera's frames
+    received by a plain subscriber in this process, one per line, for `seconds`."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = Node("bench_probe")
+    topic = load_embodiment("so100").camera("front").topic
+    node.create_subscription(Image, topic, lambda m: print(
+        (node.get_clock().now().nanoseconds - messages.to_nanoseconds(m.header.stamp)) * 1e-6, flush=True),
+        qos_profile_sensor_data)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return 0
+
+
+def over_dds(checkpoint: Path, width: int, height: int, seconds: float) -> tuple[list[tuple[float, float]], list[float]]:
     """(observation_age_ms, inference_latency_ms) of every ActionChunk in `seconds`: the policy
-    node in a process of its own (as deployed), the cameras and joint states from this one."""
+    node in a process of its own (as deployed), the cameras and joint states from this one; and
+    the transport floor (probe) of the same frames."""
     import os
     import subprocess
 
@@ -94,6 +118,8 @@ def over_dds(checkpoint: Path, width: int, height: int, seconds: float) -> list[
     node = subprocess.Popen([sys.executable, "-m", "librobot_policy_node.policy_node", "--ros-args",
                              "-p", f"checkpoint:={checkpoint}", "-p", "max_step:=10.0"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prober = subprocess.Popen([sys.executable, __file__, "--probe", str(seconds)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     context = Context()
     rclpy.init(context=context)
     feeder = Node("bench_feeder", context=context)
@@ -130,7 +156,8 @@ def over_dds(checkpoint: Path, width: int, height: int, seconds: float) -> list[
         executor.shutdown()
         feeder.destroy_node()
         context.try_shutdown()
-    return samples[2:]  # the first chunks include discovery
+    transit = [float(line) for line in prober.communicate(timeout=60)[0].split()]
+    return samples[2:], transit[10:]  # the first chunks and frames include discovery
 
 
 def main(argv: list[str]) -> int:
@@ -140,7 +167,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0, help="of the DDS part (0: skip it)")
+    parser.add_argument("--probe", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        return probe(args.probe)
     policy = Policy.from_checkpoint(args.checkpoint)
     node_ms, infer_ms = in_process(policy, args.width, args.height, args.runs)
     (n50, n99), (i50, i99) = percentiles(node_ms), percentiles(infer_ms)
@@ -150,15 +180,17 @@ def main(argv: list[str]) -> int:
     print(f"{'Policy.infer (baseline)':<34}{i50:>8.2f}{i99:>8.2f}")
     print(f"overhead ratio: {n50 / i50:.3f} of the inference")
     if args.seconds > 0:
-        samples = over_dds(args.checkpoint, args.width, args.height, args.seconds)
-        if len(samples) < 2:
-            print("over DDS: fewer than two chunks; raise --seconds")
+        samples, transit = over_dds(args.checkpoint, args.width, args.height, args.seconds)
+        if len(samples) < 2 or len(transit) < 2:
+            print("over DDS: fewer than two chunks or frames; raise --seconds")
             return 1
         ages, infers = zip(*samples)
-        (a50, a99), (m50, m99) = percentiles(ages), percentiles(infers)
+        (a50, a99), (m50, m99), (t50, t99) = percentiles(ages), percentiles(infers), percentiles(transit)
         print(f"over DDS, {len(samples)} chunks: camera stamp -> trajectory publish p50 {a50:.1f} / "
               f"p99 {a99:.1f} ms; inference p50 {m50:.1f} / p99 {m99:.1f} ms; "
               f"p99 margin {a99 - m99:.1f} ms")
+        print(f"  transport floor (a plain subscriber process, same frames): p50 {t50:.1f} / p99 "
+              f"{t99:.1f} ms; margin beyond it p50 {a50 - m50 - t50:.1f} / p99 {a99 - m99 - t99:.1f} ms")
     return 0
 
 

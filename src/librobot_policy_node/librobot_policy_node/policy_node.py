@@ -8,7 +8,9 @@ from the measured joints, ramp-in, latched e-stop) and the trajectory it publish
 own, so a slow model never blocks the inputs (and no executor thread busy-waits on a timer whose
 callback is still running, which starved inference of the GIL). The thread ticks at the control
 rate and infers every `replan_steps` ticks; the ticks in between pass their observation to
-Policy.observe for models with a history window (Octo).
+Policy.observe for models with a history window (Octo). With `inference_trigger` frame (the
+default) an inference waits for the first camera's next frame and runs on it at once, so an
+observation is as old as its transport and the model, not that plus up to a tick.
 
 Each plan goes to the joint_trajectory_controller as a JointTrajectory (stamped now, one point
 per control period, velocities for cubic interpolation, ending at rest) and to ~/action_chunk.
@@ -81,6 +83,9 @@ def _seconds(description: str, low: float, high: float) -> ParameterDescriptor:
     )
 
 
+TRIGGERS = ("frame", "timer")
+FRESH_FRAME_S = 0.005  # a frame younger than this is fresh enough to infer on at once
+
 # name -> (default, descriptor); ranges and read-only flags are enforced by rclpy on every set.
 PARAMETERS = {
     "embodiment": ("so100", ParameterDescriptor(
@@ -105,6 +110,12 @@ PARAMETERS = {
         description="how overlapping chunks become the published trajectory: "
                     + ", ".join(MODES) + " (librobot_models.execution)",
         additional_constraints="one of " + ", ".join(MODES))),
+    "inference_trigger": ("frame", ParameterDescriptor(
+        description="frame: an inference that is due waits (up to one control period) for the "
+                    "policy's first camera's next frame and runs on it at once, and the control "
+                    "ticks follow from there; timer: inferences on the fixed tick schedule, on "
+                    "the newest frame however old",
+        additional_constraints="one of " + ", ".join(("frame", "timer")))),
     "max_step": (0.5, _seconds(
         "rad: a plan whose first target is further than this from the measured joints is refused",
         0.01, 10.0)),
@@ -143,6 +154,10 @@ class PolicyNode(LifecycleNode):
             raise ValueError(f"parameter execution = {values['execution']!r}: expected one of "
                              + ", ".join(MODES))
         self.execution = values["execution"]
+        if values["inference_trigger"] not in TRIGGERS:
+            raise ValueError(f"parameter inference_trigger = {values['inference_trigger']!r}: "
+                             f"expected one of {', '.join(TRIGGERS)}")
+        self.inference_trigger = values["inference_trigger"]
         # Every checkpoint runs at the embodiment's control rate (_checkpoint_problem), so one
         # executor serves every model; a new one when `execution` changes.
         self._executor: ChunkExecutor = make_executor(self.execution, self.spec.control_period)
@@ -163,6 +178,8 @@ class PolicyNode(LifecycleNode):
         self._buffer: ObservationBuffer | None = None
         self._period = 0.1  # s between ticks; the control period once loaded
         self._ticks_to_inference = 0  # ticks that only observe before the next inference
+        self._frame_arrival: float | None = None  # monotonic s: the trigger camera's newest frame
+        self._frame_event = threading.Event()
         self._reset_requested = False
         self._stop = threading.Event()
         self._command_lock = threading.Lock()  # e-stop and hold vs. publishing a chunk
@@ -277,6 +294,9 @@ class PolicyNode(LifecycleNode):
                        f"steps; expected 1 to {self.policy.chunk_size - 1}")
         if changes.get("execution", self.execution) not in MODES:
             problem = f"execution {changes['execution']!r}: expected one of {', '.join(MODES)}"
+        if changes.get("inference_trigger", self.inference_trigger) not in TRIGGERS:
+            problem = (f"inference_trigger {changes['inference_trigger']!r}: expected one of "
+                       f"{', '.join(TRIGGERS)}")
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         self.models = changes.get("models", self.models)
@@ -287,6 +307,7 @@ class PolicyNode(LifecycleNode):
         self.min_lead_s = changes.get("min_lead_s", self.min_lead_s)
         self.torch_threads = changes.get("torch_threads", self.torch_threads)  # applied per tick
         self.execution = changes.get("execution", self.execution)  # a new executor next inference
+        self.inference_trigger = changes.get("inference_trigger", self.inference_trigger)
         if "max_step" in changes:
             self.safety.limits = self._limits(changes["max_step"])
         self.safety.ramp_in_s = changes.get("ramp_in_s", self.safety.ramp_in_s)
@@ -466,6 +487,9 @@ class PolicyNode(LifecycleNode):
             stamp = messages.to_nanoseconds(msg.header.stamp)
             received = self.get_clock().now().nanoseconds
             buffer.put(key, msg, stamp or received, received)
+            if buffer.cameras and key == buffer.cameras[0]:  # the trigger camera: an inference may be waiting for it
+                self._frame_arrival = time.monotonic()
+                self._frame_event.set()
 
     def _on_joint_state(self, msg: JointState) -> None:
         self._put("state", msg)
@@ -483,9 +507,14 @@ class PolicyNode(LifecycleNode):
 
     # -- inference -------------------------------------------------------------------------------
     def _inference_loop(self) -> None:
-        """Tick every control period on a fixed schedule (late ticks are skipped, not bunched)."""
+        """Tick every control period on a fixed schedule (late ticks are skipped, not bunched).
+        With inference_trigger=frame, a tick that infers first waits for a fresh frame, and the
+        schedule restarts from it: the ticks then fall just after the camera's frames."""
         next_tick = time.monotonic()
         while not self._stop.is_set():
+            if self.inference_trigger == "frame" and self._inference_due():
+                self._await_fresh_frame()
+                next_tick = time.monotonic()
             try:
                 self._on_tick()
             except Exception as err:  # never let the thread die silently: report and hold
@@ -499,8 +528,24 @@ class PolicyNode(LifecycleNode):
                 next_tick = now
             self._stop.wait(next_tick - now)
 
+    def _inference_due(self) -> bool:
+        return (self._ticks_to_inference == 0 and self.policy is not None and self._active
+                and self._buffer is not None and bool(self._buffer.cameras))
+
+    def _await_fresh_frame(self) -> None:
+        """Return at once if the trigger camera's newest frame arrived less than FRESH_FRAME_S
+        ago, else when the next one arrives (the freshest there can be, however long this thread
+        then waits for the GIL), or after one period without any (the tick goes on: stale inputs
+        hold)."""
+        self._frame_event.clear()  # before the check: a frame arriving after it still wakes us
+        arrived = self._frame_arrival
+        if arrived is not None and time.monotonic() - arrived <= FRESH_FRAME_S:
+            return
+        self._frame_event.wait(self._period)
+
     def destroy_node(self) -> None:
         self._stop.set()
+        self._frame_event.set()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout=5.0)
         super().destroy_node()
