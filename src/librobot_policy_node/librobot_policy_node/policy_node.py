@@ -535,13 +535,14 @@ class PolicyNode(LifecycleNode):
     def _await_fresh_frame(self) -> None:
         """Return at once if the trigger camera's newest frame arrived less than FRESH_FRAME_S
         ago, else when the next one arrives (the freshest there can be, however long this thread
-        then waits for the GIL), or after one period without any (the tick goes on: stale inputs
-        hold)."""
+        then waits for the GIL), or after 1.5 camera periods without any (a late frame is still
+        caught; without frames the tick goes on, and stale inputs hold)."""
         self._frame_event.clear()  # before the check: a frame arriving after it still wakes us
         arrived = self._frame_arrival
         if arrived is not None and time.monotonic() - arrived <= FRESH_FRAME_S:
             return
-        self._frame_event.wait(self._period)
+        camera = self.spec.camera(self._buffer.cameras[0])
+        self._frame_event.wait(1.5 * max(self._period, 1.0 / camera.rate_hz))
 
     def destroy_node(self) -> None:
         self._stop.set()
