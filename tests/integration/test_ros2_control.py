@@ -122,7 +122,8 @@ def test_the_real_arm_path_emulated_servos_behind_ros2_control(cli, observer, tm
     """use_sim:=false use_mock_hardware:=false: Jazzy's topic-based hardware interface, our driver
     node (So100Feetech) serving its topics, the servos an emulated STS3215 bus. The arm starts
     away from zero and must not move until commanded; a trajectory to the controller reaches the
-    servos; /joint_states (joint_state_broadcaster) reports the servos' positions."""
+    servos; /joint_states (joint_state_broadcaster) reports the servos' positions; the policy's
+    chunks drive the servos through the controller."""
     import sys
     from pathlib import Path
 
@@ -157,4 +158,30 @@ def test_the_real_arm_path_emulated_servos_behind_ros2_control(cli, observer, tm
         assert observer.spin_until(reached, 10), (arm.joints(), system.log()[-3000:])
         assert observer.spin_until(
             lambda: np.allclose(messages.joint_positions(SPEC, states[-1]), target, atol=0.01), 5)
+
+        # The policy on the follower: camera frames in, its chunks through the controller to the
+        # servos (from the rest pose, where the shipped model's first targets are within max_step).
+        from librobot_msgs.msg import ActionChunk
+        from sensor_msgs.msg import Image
+
+        chunks = []
+        observer.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
+        camera = observer.create_publisher(Image, "/camera/front/image_raw", 10)
+        command.publish(messages.trajectory_msg(SPEC.joint_names, 0, np.array([1.0]), np.zeros((1, 6))))
+        assert observer.spin_until(lambda: np.allclose(arm.joints(), 0, atol=3 / TICKS_PER_RAD), 10)
+        frame, tick = np.full((120, 160, 3), 100, np.uint8), [0]
+
+        def publish_frame():
+            tick[0] += 1
+            if tick[0] % 5 == 0:  # spin_once takes ~20 ms: 10 Hz
+                camera.publish(messages.image_msg(frame, observer.get_clock().now().to_msg(), "front_camera"))
+
+        assert observer.spin_until(lambda: len(chunks) >= 8, 60, step=publish_frame), system.log()[-3000:]
+        observer.spin_until(lambda: False, 0.3, step=publish_frame)
+        planned = np.vstack([messages.trajectory_arrays(SPEC, c.trajectory)[2] for c in chunks[-3:]])
+        position = arm.joints()
+        assert np.abs(position).max() > 0.02  # the servos moved with the policy's chunks,
+        assert np.all((position >= planned.min(axis=0) - 0.1) & (position <= planned.max(axis=0) + 0.1)), \
+            (position, planned.min(axis=0), planned.max(axis=0))  # along the plans
+        assert "refused chunk" not in system.log()
         assert not re.search(JTC_REJECTS, system.log()), system.log()[-3000:]

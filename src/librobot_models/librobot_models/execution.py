@@ -16,11 +16,14 @@ Modes:
   force when it arrived, so that a boundary is not a jump.
 - `temporal_ensemble` (ACT): every chunk that covers t votes, with weights exp(-m * i), i = 0 for
   the oldest (m = 0.01 by default: older predictions count slightly more), normalised.
-- `rtc` (real-time chunking, as a blend): the targets that ran during the inference delay stay
-  those already committed by the previous chunk; over the rest of the overlap the new chunk takes
-  over, the old chunk's weight falling from 1 to 0 along a smoothstep. The guided
-  inpainting of RTC for flow and diffusion heads is not done here. Every executor measures the
-  delay d = ceil(latency / period) online (`delay_steps`; the node reports it on /diagnostics).
+- `rtc` (real-time chunking): the targets that ran during the inference delay stay those
+  already committed by the previous chunk; over the rest of the overlap the new chunk takes over,
+  the old chunk's weight falling from 1 to 0 along a smoothstep. For a flow-matching policy the
+  new chunk is also sampled to agree with the plan (RTC's guided inpainting, heads.guidance):
+  `inpainting(start_s, steps)` gives the targets and weights to pass to Policy.infer, 1 for the
+  d steps that run before the chunk can arrive, then RTC's exponentially decaying soft mask over
+  the rest of the overlap, 0 beyond it. Every executor measures the delay d = ceil(latency /
+  period) online (`delay_steps`; the node reports it on /diagnostics).
 
 Outside every chunk the last target is held.
 """
@@ -121,6 +124,11 @@ class ChunkExecutor(ABC):
         times = now_s + self.period * np.arange(1, steps + 1)
         return times, self.targets(times)
 
+    def inpainting(self, start_s: float, steps: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """What a chunk predicted from the observation at start_s (steps actions) should agree
+        with: (targets (steps, D), weights (steps,)); None when this mode does not guide."""
+        return None
+
     @abstractmethod
     def _add(self, chunk: TimedChunk) -> None: ...
 
@@ -214,6 +222,22 @@ class RealTimeChunking(ChunkExecutor):
         span = max(previous.end_s - previous.arrival_s, self.period)
         c = np.clip((previous.end_s - t) / span, 0.0, 1.0)  # 1 at arrival, 0 at the old end
         return c * c * (3.0 - 2.0 * c)
+
+    def inpainting(self, start_s: float, steps: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The plan in force at the new chunk's times, weighted by RTC's soft mask: 1 for the
+        first d steps (they run before the chunk arrives), then c (e^c - 1) / (e - 1) with c
+        falling linearly to 0 at the plan's end, 0 after it. None before the first chunk."""
+        if not self._chunks:
+            return None
+        times = start_s + self.period * np.arange(steps)
+        overlap = int(np.clip(np.floor((self._chunks[-1].end_s - start_s) / self.period + 1e-9) + 1, 0, steps))
+        d = min(self.delay_steps, overlap)
+        weights = np.zeros(steps)
+        weights[:d] = 1.0
+        if overlap > d:
+            c = (overlap - np.arange(d, overlap)) / (overlap - d + 1)
+            weights[d:overlap] = c * np.expm1(c) / math.expm1(1.0)
+        return self.targets(times), weights
 
     def targets(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)

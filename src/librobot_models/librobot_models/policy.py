@@ -36,6 +36,7 @@ import torch
 from librobot_models.checkpoint import checkpoint_id as compute_checkpoint_id
 from librobot_models.checkpoint import load_checkpoint
 from librobot_models.config import VLAConfig
+from librobot_models.heads.guidance import Inpainting
 from librobot_models.layers.vision import resize_images
 from librobot_models.normalization import NormStats
 
@@ -224,6 +225,7 @@ class Policy:
                 raise ValueError(f"norm_stats[{key!r}] has dimension {found}: expected {dim}")
         self.model = model.to(device).eval()
         self.config = config
+        self._action_stats = norm_stats["actions"]
         self.metadata = dict(metadata or {})
         self._checkpoint_id = checkpoint_id
         self.input_transforms: list[Transform] = [
@@ -247,19 +249,47 @@ class Policy:
         model, config, norm_stats, metadata = load_checkpoint(path, device=device)
         return cls(model, config, norm_stats, metadata, compute_checkpoint_id(path), device)
 
-    def infer(self, obs: dict) -> dict:
+    def infer(self, obs: dict, inpaint: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
         """{"images": {cam: (H, W, 3) uint8}, "state": (state_dim,), "instruction"?: str}
-        -> {"actions": (chunk_size, action_dim) float32 in robot units}."""
+        -> {"actions": (chunk_size, action_dim) float32 in robot units}.
+
+        `inpaint` = (targets (chunk_size, action_dim) in robot units, weights (chunk_size,)):
+        sample a chunk that agrees with the targets where the weights say so (RTC's guidance,
+        from ChunkExecutor.inpainting); only for models whose `supports_inpainting`."""
         batch = self._preprocess(obs)
         if self.history is not None:
             self.history.append(batch)
             batch = self.history.window()
-        with torch.inference_mode():
-            actions = self.model.sample_actions(batch)  # (1, k, action_dim), normalised
+        if inpaint is not None:
+            if not self.supports_inpainting:
+                raise ValueError(f"{self.framework}: its action head cannot inpaint a chunk (RTC "
+                                 "guidance needs a flow-matching head)")
+            with torch.no_grad():  # the guidance differentiates through the network: no inference_mode
+                actions = self.model.sample_actions(batch, inpaint=self._inpainting(*inpaint))
+        else:
+            with torch.inference_mode():
+                actions = self.model.sample_actions(batch)  # (1, k, action_dim), normalised
         out = self._postprocess({"actions": actions})
         if self.ensembler is not None:
             out["actions"] = self.ensembler(out["actions"])
         return out
+
+    def _inpainting(self, targets: np.ndarray, weights: np.ndarray) -> Inpainting:
+        targets = np.asarray(targets, dtype=np.float32)
+        expected = (self.chunk_size, self.action_dim)
+        if targets.shape != expected or np.shape(weights) != (self.chunk_size,):
+            raise ValueError(f"inpainting targets {targets.shape} and weights {np.shape(weights)}: "
+                             f"expected {expected} and ({self.chunk_size},)")
+        normalised = self._action_stats.normalize(targets)
+        device = next(self.model.parameters()).device
+        return Inpainting(torch.as_tensor(normalised, dtype=torch.float32, device=device)[None],
+                          torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device))
+
+    @property
+    def supports_inpainting(self) -> bool:
+        """The model samples its chunks with a head that takes RTC's guidance (flow matching)."""
+        head = getattr(self.model, "head", None)
+        return bool(getattr(head, "supports_inpainting", False))
 
     def observe(self, obs: dict) -> None:
         """A control step without inference, kept for the model's history window (if it has one)."""

@@ -88,3 +88,21 @@ def test_executors_refuse_bad_chunks_and_modes_with_the_reason():
         make_executor("rtc", 0)
     executor.reset()
     assert executor.target(0.0) is None
+
+
+def test_rtc_inpainting_freezes_the_delay_and_fades_over_the_overlap():
+    executor = make_executor("rtc", P)
+    assert executor.inpainting(0.0, 10) is None  # nothing planned yet
+    executor.add(ramp(0.0, 0.1), start_s=0.0, now_s=0.25)  # 250 ms late: d = 3
+    assert executor.delay_steps == 3
+    targets, weights = executor.inpainting(0.4, 10)  # the next chunk, observed at 0.4 s
+    # the plan in force at the new chunk's times (0.4 .. 1.3 s; the old chunk ends at 0.9 s)
+    np.testing.assert_allclose(targets[:, 0], [min(0.4 + 0.1 * k, 0.9) for k in range(10)])
+    overlap = 6  # new steps 0..5 lie inside the old chunk
+    assert list(weights[:3]) == [1.0, 1.0, 1.0]  # they run before the new chunk can arrive
+    assert np.all(np.diff(weights[3:overlap]) < 0) and 0 < weights[overlap - 1] < weights[3] < 1
+    assert np.all(weights[overlap:] == 0)  # nothing to agree with after the old chunk's end
+    for mode in ("receding", "temporal_ensemble"):  # the other modes do not guide
+        other = make_executor(mode, P)
+        other.add(ramp(0.0, 0.1), start_s=0.0, now_s=0.25)
+        assert other.inpainting(0.4, 10) is None

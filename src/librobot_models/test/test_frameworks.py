@@ -331,3 +331,31 @@ def test_rt2_action_tokens_round_trip():
     model.eval()
     obs = config.fake_batch(1)
     torch.testing.assert_close(model.sample_actions(obs), model.sample_actions(obs))  # greedy
+
+
+@pytest.mark.parametrize("name", ["pi0", "groot"])
+def test_policy_inpaints_a_flow_chunk_in_robot_units(name, norm_stats):
+    """RTC's guidance through Policy.infer: targets in robot units, frozen steps met."""
+    config = small_config(name)
+    policy = Policy(build(config), config, norm_stats)
+    assert policy.supports_inpainting
+    obs = numpy_obs(np.random.default_rng(0))
+    k, a = config.chunk_size, config.action_dim
+    targets = np.full((k, a), -1.2, np.float32)
+    weights = np.array([1.0, 1.0, 0.5, 0.0, 0.0, 0.0][:k])
+    torch.manual_seed(0)
+    free = policy.infer(obs)["actions"]
+    torch.manual_seed(0)
+    guided = policy.infer(obs, inpaint=(targets, weights))["actions"]
+    assert np.abs(guided[:2] - targets[:2]).mean() < 0.2 * np.abs(free[:2] - targets[:2]).mean()
+    with pytest.raises(ValueError, match=r"inpainting targets \(2, 3\)"):
+        policy.infer(obs, inpaint=(targets[:2], weights))
+
+
+def test_a_policy_without_a_flow_head_refuses_to_inpaint(norm_stats):
+    config = small_config("openvla")
+    policy = Policy(build(config), config, norm_stats)
+    assert not policy.supports_inpainting
+    with pytest.raises(ValueError, match="cannot inpaint a chunk"):
+        policy.infer(numpy_obs(np.random.default_rng(0)),
+                     inpaint=(np.zeros((config.chunk_size, config.action_dim)), np.ones(config.chunk_size)))

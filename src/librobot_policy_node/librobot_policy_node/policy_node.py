@@ -579,7 +579,10 @@ class PolicyNode(LifecycleNode):
             return
         started = time.perf_counter()
         try:
-            actions = self.policy.infer(self._with_time(snapshot))["actions"]
+            # rtc with a flow-matching policy: the chunk is sampled to agree with the plan
+            inpaint = (self._executor.inpainting(snapshot.stamp_ns * 1e-9, self.policy.chunk_size)
+                       if self.policy.supports_inpainting and self._executor.mode == self.execution else None)
+            actions = self.policy.infer(self._with_time(snapshot), inpaint=inpaint)["actions"]
         except ValueError as err:  # bad observation: hold, keep running
             self._hold(self.get_clock().now().nanoseconds)
             self._set_state(PolicyStatus.STATE_HOLDING, f"rejected observation: {err}")

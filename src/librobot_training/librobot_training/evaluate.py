@@ -83,7 +83,9 @@ def rollout(
             if keep_frames:
                 frames.append(obs["images"][policy.camera_names[0]].copy())
             started = time.perf_counter()
-            chunk = policy.infer(obs)["actions"]
+            # rtc with a flow-matching policy: the chunk is sampled to agree with the plan
+            inpaint = executor.inpainting(t, policy.chunk_size) if policy.supports_inpainting else None
+            chunk = policy.infer(obs, inpaint=inpaint)["actions"]
             inference_ms.append((time.perf_counter() - started) * 1e3)
             delay = inference_ms[-1] * 1e-3 if latency_s is None else latency_s
             pending = (sim.spec.clip(chunk), t, t + delay)

@@ -31,7 +31,7 @@ from librobot_models.adapters import apply_lora
 from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vlm_config, variant_of
 from librobot_models.backbones.base import DTYPES
 from librobot_models.config import VLAConfig, is_int
-from librobot_models.heads import ActionHead, Conditioning
+from librobot_models.heads import ActionHead, Conditioning, Inpainting
 from librobot_models.registry import VLMS
 
 
@@ -187,9 +187,16 @@ class HeadedFramework(nn.Module, abc.ABC):
         return self.head.loss(self.conditioning(batch), batch["actions"], batch.get("action_is_pad"))
 
     @torch.no_grad()
-    def sample_actions(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Action chunk (B, chunk_size, action_dim); the same generator state gives the same chunk."""
-        return self.head.sample(self.conditioning(obs), generator)
+    def sample_actions(self, obs: dict[str, Any], generator: torch.Generator | None = None,
+                       inpaint: Inpainting | None = None) -> torch.Tensor:
+        """Action chunk (B, chunk_size, action_dim); the same generator state gives the same chunk.
+        `inpaint`: RTC's guidance towards a target (heads whose `supports_inpainting`)."""
+        if inpaint is None:
+            return self.head.sample(self.conditioning(obs), generator)
+        if not self.head.supports_inpainting:
+            raise ValueError(f"{type(self.head).__name__} cannot inpaint a chunk (RTC guidance needs a "
+                             "flow-matching head)")
+        return self.head.sample(self.conditioning(obs), generator, inpaint=inpaint)
 
 
 class VLMFramework(HeadedFramework):

@@ -13,6 +13,7 @@ from typing import Any
 from librobot_models.heads.base import ActionHead, Conditioning, HeadConfig
 from librobot_models.heads.diffusion import DDIMConfig, DDPMConfig, DiffusionHead, EDMConfig, EDMHead
 from librobot_models.heads.flow import FlowHead, OTCFMConfig, RectifiedFlowConfig
+from librobot_models.heads.guidance import Inpainting
 from librobot_models.heads.mlp_oft import MLPOFTConfig, MLPOFTHead
 from librobot_models.heads.tokens import AutoregressiveConfig, AutoregressiveHead
 from librobot_models.heads.transformer import TransformerHead, TransformerHeadConfig

@@ -137,6 +137,8 @@ class HeadConfig(Config):
 class ActionHead(nn.Module, abc.ABC):
     """Maps a Conditioning to an action chunk (B, chunk_size, action_dim); see the module docstring."""
 
+    supports_inpainting = False  # True: sample() takes `inpaint` (RTC guidance, heads.guidance)
+
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config

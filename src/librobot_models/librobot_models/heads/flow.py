@@ -26,6 +26,7 @@ from torch import nn
 from librobot_models.config import is_int, is_number
 from librobot_models.heads.base import ActionHead, Conditioning, HeadConfig, hold_last_valid, masked_mean
 from librobot_models.heads.denoiser import ChunkDenoiser
+from librobot_models.heads.guidance import Inpainting, guided
 from librobot_models.heads.optimal_transport import pair_noise
 from librobot_models.heads.sampling import ODE_METHODS, integrate, ode_step
 from librobot_models.heads.schedules import FLOW_TIME_SAMPLING, sample_flow_time
@@ -63,6 +64,8 @@ class OTCFMConfig(RectifiedFlowConfig):
 
 
 class FlowHead(ActionHead):
+    supports_inpainting = True  # RTC's guided sampling (heads.guidance)
+
     def __init__(self, config: RectifiedFlowConfig, denoiser: nn.Module | None = None) -> None:
         """denoiser: the velocity network, (x (B, k, A), time (B,) in [0, 1000], Conditioning) -> (B, k, A);
         the shared ChunkDenoiser by default, or a framework's own (pi0's action expert), which then
@@ -92,11 +95,16 @@ class FlowHead(ActionHead):
         return mse, {"loss": mse.item(), "velocity_mse": mse.item()}
 
     @torch.no_grad()
-    def sample(self, cond: Conditioning, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
+               inpaint: Inpainting | None = None) -> torch.Tensor:
+        """A chunk; with `inpaint`, one that agrees with its target where its weights say so."""
         self.check_inputs(cond)
         times = torch.linspace(1.0, 0.0, self.config.n_sample_steps + 1).tolist()  # noise -> actions
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             return self.velocity(x, x.new_full((x.shape[0],), t), cond)
 
+        if inpaint is not None:
+            inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
+            velocity = guided(velocity, inpaint)
         return integrate(self.noise(cond, generator), times, ode_step(velocity, self.config.solver))
