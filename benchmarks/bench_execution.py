@@ -6,7 +6,8 @@
 `librobot_training.evaluate`'s rollout on the MuJoCo twin, the simulation running on while the
 model "infers" for the injected delay. Per mode and delay: success rate over the seeds (unseen in
 training from 1000 on), the largest change of a joint target in one control period (chunk
-boundaries show up here) and the mean absolute jerk of the targets. The ratios compare each row's
+boundaries show up here) and the mean absolute jerk of the targets. A flow-matching policy gets
+two rtc rows: with RTC's guided inpainting and with the blend alone. The ratios compare each row's
 jerk and largest step with the baseline measured in the same run: receding at the first delay.
 """
 
@@ -46,20 +47,27 @@ def main(argv: list[str]) -> int:
     sim = SO100Sim(render_cameras=tuple(policy.camera_names))
     sim.connect()
     rows = []
-    cells = [(mode, delay) for mode in args.modes for delay in args.delays_ms]
-    for mode, delay in tqdm(cells, unit="cell"):
+    # a flow-matching policy runs rtc twice: with RTC's guided inpainting, and the blend alone
+    variants = [(mode, True) for mode in args.modes]
+    if "rtc" in args.modes and policy.supports_inpainting:
+        variants.append(("rtc", False))
+    cells = [(mode, guided, delay) for mode, guided in variants for delay in args.delays_ms]
+    for mode, guided, delay in tqdm(cells, unit="cell"):
         results = [rollout(policy, sim, seed, args.time_limit, args.replan_steps,
-                           latency_s=delay * 1e-3, execution=mode)
+                           latency_s=delay * 1e-3, execution=mode, guidance=guided)
                    for seed in range(args.seed, args.seed + args.episodes)]
         steps, jerks = zip(*(r.smoothness(period) for r in results))
-        rows.append((mode, delay, sum(r.success for r in results), max(steps), float(np.mean(jerks))))
+        label = mode if guided or mode != "rtc" else "rtc (blend only)"
+        if mode == "rtc" and guided and policy.supports_inpainting:
+            label = "rtc (guided)"
+        rows.append((label, delay, sum(r.success for r in results), max(steps), float(np.mean(jerks))))
     _, _, _, base_step, base_jerk = rows[0]
     print(f"{policy.framework} {args.checkpoint.name}: {args.episodes} seeds from {args.seed}, "
           f"replanning every {args.replan_steps} periods of {period * 1e3:.0f} ms")
-    print(f"{'mode':<18}{'delay ms':>9}{'success':>9}{'max step rad':>14}{'jerk rad/s3':>13}"
+    print(f"{'mode':<20}{'delay ms':>9}{'success':>9}{'max step rad':>14}{'jerk rad/s3':>13}"
           f"{'step ratio':>12}{'jerk ratio':>12}")
     for mode, delay, success, step, jerk in rows:
-        print(f"{mode:<18}{delay:>9.0f}{f'{success}/{args.episodes}':>9}{step:>14.3f}{jerk:>13.1f}"
+        print(f"{mode:<20}{delay:>9.0f}{f'{success}/{args.episodes}':>9}{step:>14.3f}{jerk:>13.1f}"
               f"{step / base_step:>12.2f}{jerk / base_jerk:>12.2f}")
     print(f"ratios against {rows[0][0]} at {rows[0][1]:.0f} ms")
     return 0

@@ -52,12 +52,15 @@ class Rollout:
 def rollout(
     policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 4,
     keep_frames: bool = False, latency_s: float | None = 0.0, execution: str = "receding",
+    guidance: bool = True,
 ) -> Rollout:
     """One episode, timed like the policy node: an observation every `replan_steps` control
     periods (or, when inference is slower, at the first period after the last chunk arrived);
     the simulation keeps running while the model infers, and the chunk takes effect `latency_s`
     after its observation (None: the measured inference time). The executor (`execution`, see
-    librobot_models.execution) turns the chunks into the targets the follower tracks."""
+    librobot_models.execution) turns the chunks into the targets the follower tracks; with rtc
+    and a flow-matching policy the chunks are sampled with RTC's guidance (`guidance=False`: the
+    blend alone, for comparison)."""
     period = 1.0 / policy.rate_hz
     episodes = EpisodeManager(EpisodeSchedule(episodes=1, first_seed=seed, time_limit_s=time_limit_s,
                                               pause_s=0.0))
@@ -84,7 +87,8 @@ def rollout(
                 frames.append(obs["images"][policy.camera_names[0]].copy())
             started = time.perf_counter()
             # rtc with a flow-matching policy: the chunk is sampled to agree with the plan
-            inpaint = executor.inpainting(t, policy.chunk_size) if policy.supports_inpainting else None
+            inpaint = (executor.inpainting(t, policy.chunk_size)
+                       if guidance and policy.supports_inpainting else None)
             chunk = policy.infer(obs, inpaint=inpaint)["actions"]
             inference_ms.append((time.perf_counter() - started) * 1e3)
             delay = inference_ms[-1] * 1e-3 if latency_s is None else latency_s
