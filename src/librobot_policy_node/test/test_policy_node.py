@@ -200,7 +200,7 @@ def test_between_inferences_a_history_window_model_gets_every_control_step(ros_c
     observe, infer = policy.observe, policy.infer
     times = []
     policy.observe = lambda obs: calls.append("observe") or observe(obs)
-    policy.infer = lambda obs: calls.append("infer") or times.append(obs["time_s"]) or infer(obs)
+    policy.infer = lambda obs, **kw: calls.append("infer") or times.append(obs["time_s"]) or infer(obs, **kw)
     try:
         assert spin(h.executor, lambda: h.publish() or (calls.count("infer") >= 4 and len(h.trajectories) >= 3),
                     timeout_s=30.0), calls

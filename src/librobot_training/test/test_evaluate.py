@@ -29,7 +29,7 @@ def test_a_history_window_model_observes_every_control_step(tiny_octo_checkpoint
     calls = []
     observe, infer = policy.observe, policy.infer
     policy.observe = lambda obs: calls.append("observe") or observe(obs)
-    policy.infer = lambda obs: calls.append("infer") or infer(obs)
+    policy.infer = lambda obs, **kw: calls.append("infer") or infer(obs, **kw)
     sim = SO100Sim(render_cameras=("front",))
     sim.connect()
     result = rollout(policy, sim, seed=0, time_limit_s=1.0, replan_steps=3)
