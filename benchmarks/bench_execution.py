@@ -6,8 +6,8 @@
 `librobot_training.evaluate`'s rollout on the MuJoCo twin, the simulation running on while the
 model "infers" for the injected delay. Per mode and delay: success rate over the seeds (unseen in
 training from 1000 on), the largest change of a joint target in one control period (chunk
-boundaries show up here) and the mean absolute jerk of the targets. A flow-matching policy gets
-two rtc rows: with RTC's guided inpainting and with the blend alone. The ratios compare each row's
+boundaries show up here) and the mean absolute jerk of the targets. A policy whose head can be
+guided (flow matching, DDPM/DDIM) gets two rtc rows: with RTC's guided inpainting and with the blend alone. The ratios compare each row's
 jerk and largest step with the baseline measured in the same run: receding at the first delay.
 """
 
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     sim = SO100Sim(render_cameras=tuple(policy.camera_names))
     sim.connect()
     rows = []
-    # a flow-matching policy runs rtc twice: with RTC's guided inpainting, and the blend alone
+    # a policy whose head can be guided runs rtc twice: with RTC's guided inpainting, and the blend alone
     variants = [(mode, True) for mode in args.modes]
     if "rtc" in args.modes and policy.supports_inpainting:
         variants.append(("rtc", False))

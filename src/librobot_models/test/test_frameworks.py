@@ -333,9 +333,10 @@ def test_rt2_action_tokens_round_trip():
     torch.testing.assert_close(model.sample_actions(obs), model.sample_actions(obs))  # greedy
 
 
-@pytest.mark.parametrize("name", ["pi0", "groot"])
-def test_policy_inpaints_a_flow_chunk_in_robot_units(name, norm_stats):
-    """RTC's guidance through Policy.infer: targets in robot units, frozen steps met."""
+@pytest.mark.parametrize("name", ["pi0", "groot", "octo"])
+def test_policy_inpaints_a_chunk_in_robot_units(name, norm_stats):
+    """RTC's guidance through Policy.infer (flow matching: pi0, GR00T; DDPM: Octo): targets in
+    robot units, frozen steps met."""
     config = small_config(name)
     policy = Policy(build(config), config, norm_stats)
     assert policy.supports_inpainting

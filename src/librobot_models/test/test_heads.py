@@ -139,15 +139,16 @@ def test_quantile_tokenizer_must_be_fitted_and_travels_in_the_state_dict():
     again.loss(make_cond(), make_actions())  # fitted state came with the weights
 
 
-def test_rtc_guidance_makes_a_flow_chunk_agree_with_the_frozen_steps():
+@pytest.mark.parametrize("name", ["rectified_flow", "ot_cfm", "ddim", "ddpm"])
+def test_rtc_guidance_makes_a_chunk_agree_with_the_frozen_steps(name):
     """RTC's guided sampling (heads.guidance): the steps weighted 1 come out at the target, the
-    free ones (weight 0) stay close to what the same noise gives unguided."""
+    free ones (weight 0) stay close to what the same noise gives unguided (DDPM draws fresh
+    noise at every step, so its free steps move more)."""
     from librobot_models.heads import Conditioning, Inpainting, create_head
     from librobot_models.heads.guidance import guidance_scale
 
     torch.manual_seed(0)
-    head = create_head("rectified_flow", action_dim=6, chunk_size=20, cond_dim=32, hidden_dim=64,
-                       n_layers=2, n_sample_steps=10).eval()
+    head = create_head(name, action_dim=6, chunk_size=20, cond_dim=32, hidden_dim=64, n_layers=2).eval()
     assert head.supports_inpainting
     cond = Conditioning(tokens=torch.randn(1, 4, 32), pooled=torch.randn(1, 32))
     target = 0.5 * torch.randn(1, 20, 6)
@@ -157,8 +158,15 @@ def test_rtc_guidance_makes_a_flow_chunk_agree_with_the_frozen_steps():
     guided = head.sample(cond, torch.Generator().manual_seed(1), inpaint=Inpainting(target, weights))
     error_free = (free - target)[0, :5].abs().mean()
     error_guided = (guided - target)[0, :5].abs().mean()
-    assert error_guided < 0.1 * error_free, (error_guided, error_free)
-    assert (guided - free)[0, 12:].abs().mean() < 0.1  # far from the frozen steps: barely touched
+    assert error_guided < 0.2 * error_free, (error_guided, error_free)
+    assert (guided - free)[0, 12:].abs().mean() < 0.2  # far from the frozen steps: barely touched
     assert guidance_scale(1.0, 5.0) == 5.0 and guidance_scale(0.0, 5.0) == 0.0  # noise end, data end
     with pytest.raises(ValueError, match=r"inpainting weights of shape \(19,\), expected \(20,\)"):
         head.sample(cond, inpaint=Inpainting(target, weights[:19]))
+
+
+def test_heads_that_cannot_be_guided_say_so():
+    from librobot_models.heads import create_head
+
+    assert not create_head("edm", action_dim=2, chunk_size=4, cond_dim=8, hidden_dim=16, n_heads=2).supports_inpainting
+    assert not create_head("mlp_oft", action_dim=2, chunk_size=4, cond_dim=8, hidden_dim=16, n_heads=2).supports_inpainting

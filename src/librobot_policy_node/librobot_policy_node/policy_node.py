@@ -579,7 +579,7 @@ class PolicyNode(LifecycleNode):
             return
         started = time.perf_counter()
         try:
-            # rtc with a flow-matching policy: the chunk is sampled to agree with the plan
+            # rtc with a policy whose head can be guided: the chunk is sampled to agree with the plan
             inpaint = (self._executor.inpainting(snapshot.stamp_ns * 1e-9, self.policy.chunk_size)
                        if self.policy.supports_inpainting and self._executor.mode == self.execution else None)
             actions = self.policy.infer(self._with_time(snapshot), inpaint=inpaint)["actions"]

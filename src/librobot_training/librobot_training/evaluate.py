@@ -59,7 +59,7 @@ def rollout(
     the simulation keeps running while the model infers, and the chunk takes effect `latency_s`
     after its observation (None: the measured inference time). The executor (`execution`, see
     librobot_models.execution) turns the chunks into the targets the follower tracks; with rtc
-    and a flow-matching policy the chunks are sampled with RTC's guidance (`guidance=False`: the
+    and a flow-matching or DDPM/DDIM policy the chunks are sampled with RTC's guidance (`guidance=False`: the
     blend alone, for comparison)."""
     period = 1.0 / policy.rate_hz
     episodes = EpisodeManager(EpisodeSchedule(episodes=1, first_seed=seed, time_limit_s=time_limit_s,
@@ -86,7 +86,7 @@ def rollout(
             if keep_frames:
                 frames.append(obs["images"][policy.camera_names[0]].copy())
             started = time.perf_counter()
-            # rtc with a flow-matching policy: the chunk is sampled to agree with the plan
+            # rtc with a policy whose head can be guided: the chunk is sampled to agree with the plan
             inpaint = (executor.inpainting(t, policy.chunk_size)
                        if guidance and policy.supports_inpainting else None)
             chunk = policy.infer(obs, inpaint=inpaint)["actions"]

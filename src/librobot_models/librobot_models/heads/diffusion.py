@@ -15,6 +15,7 @@ EDM (Karras et al. 2022; Octo-style heads use a close variant)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ import torch
 from librobot_models.config import is_int, is_number
 from librobot_models.heads.base import ActionHead, Conditioning, HeadConfig, hold_last_valid, masked_mean
 from librobot_models.heads.denoiser import ChunkDenoiser
+from librobot_models.heads.guidance import Inpainting, guided_noise
 from librobot_models.heads.sampling import ODE_METHODS, ddim_update, integrate, ode_step
 from librobot_models.heads.schedules import (
     BETA_SCHEDULES,
@@ -101,16 +103,25 @@ class DiffusionHead(ActionHead):
         mse = masked_mean((self.denoiser(noisy, t.to(actions.dtype), cond) - eps) ** 2, action_is_pad)
         return mse, {"loss": mse.item(), "noise_mse": mse.item()}
 
+    supports_inpainting = True  # RTC's guided sampling (heads.guidance)
+
     @torch.no_grad()
-    def sample(self, cond: Conditioning, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
+               inpaint: Inpainting | None = None) -> torch.Tensor:
+        """A chunk; with `inpaint`, one that agrees with its target where its weights say so."""
         self.check_inputs(cond)
+        if inpaint is not None:
+            inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
         timesteps, eta = self.config.sampling_plan()
 
         def step(x: torch.Tensor, t: float, t_prev: float) -> torch.Tensor:
-            eps = self.denoiser(x, x.new_full((x.shape[0],), t), cond)  # (B, k, A)
+            abar = self.alpha_bars[int(t)]
+            predict = lambda x: self.denoiser(x, x.new_full((x.shape[0],), t), cond)  # noqa: E731
+            if inpaint is not None:
+                predict = guided_noise(predict, inpaint, math.sqrt(abar), math.sqrt(1.0 - abar))
+            eps = predict(x)  # (B, k, A)
             abar_prev = self.alpha_bars[int(t_prev)] if t_prev >= 0 else 1.0  # past step 0: clean
             noise = self.noise(cond, generator) if eta > 0 else None
-            abar = self.alpha_bars[int(t)]
             return ddim_update(x, eps, abar, abar_prev, eta, noise, self.config.clip_sample)
 
         return integrate(self.noise(cond, generator), [*timesteps, -1], step)

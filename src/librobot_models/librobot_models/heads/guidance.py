@@ -16,6 +16,12 @@ overlap, 0 beyond), and the velocity is corrected along the vector-Jacobian prod
 with tau = 1 - t (RTC's time, 0 at noise) and r^2 = (1 - tau)^2 / (tau^2 + (1 - tau)^2); beta
 caps the correction near the noise end. The targets come from the chunk executor
 (librobot_models.execution, `inpainting`), in the head's normalised action space.
+
+Diffusion heads (DDPM/DDIM, x = s a + n eps with s = sqrt(abar), n = sqrt(1 - abar)) get the same
+correction written on their clean estimate: rescaled to the flow's form (x / (s + n): t = n / (s +
+n), tau = s / (s + n)), the flow's step moves a_hat by t c g_flow, which in x's units is
+a_hat <- a_hat + n c g with g = (W (Y - a_hat))^T d a_hat / d x; the noise estimate handed to the
+DDIM update is then the one that agrees with the corrected a_hat.
 """
 
 from __future__ import annotations
@@ -68,3 +74,22 @@ def guided(velocity: Velocity, inpaint: Inpainting) -> Velocity:
         return vel.detach() - guidance_scale(t, inpaint.max_guidance) * grad
 
     return v
+
+
+def guided_noise(predict_noise, inpaint: Inpainting, signal: float, noise: float):
+    """A DDPM/DDIM noise prediction, x -> eps(x), with RTC's guidance at the level where
+    x = signal * a + noise * eps (see the module docstring)."""
+    weights = inpaint.weights.view(1, -1, 1)
+    tau = signal / (signal + noise)
+
+    def eps(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = predict_noise(x)
+            predicted = (x - noise * e) / signal  # the clean chunk
+            error = (inpaint.target.to(predicted.dtype) - predicted) * weights.to(predicted.dtype)
+            (grad,) = torch.autograd.grad(predicted, x, grad_outputs=error)
+        corrected = predicted.detach() + noise * guidance_scale(1.0 - tau, inpaint.max_guidance) * grad
+        return (x.detach() - signal * corrected) / noise
+
+    return eps
