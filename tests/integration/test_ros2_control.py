@@ -108,12 +108,14 @@ def test_the_twin_behind_ros2_control_solves_episodes_like_the_drivers_own_follo
         sub = observer.create_subscription(
             EpisodeEvent, "/episode_events",
             lambda m: ends.append(m) if m.event == EpisodeEvent.END else None, EPISODE_EVENTS)
-        with cli.launch(tmp_path / f"launch_{mode}.log", f"use_ros2_control:={mode}", "episodes:=2") as system:
-            assert observer.spin_until(lambda: len(ends) >= 2, 120), system.log()[-3000:]
+        with cli.launch(tmp_path / f"launch_{mode}.log", f"use_ros2_control:={mode}", "episodes:=3") as system:
+            assert observer.spin_until(lambda: len(ends) >= 3, 150), system.log()[-3000:]
             assert not re.search(JTC_REJECTS, system.log()), system.log()[-3000:]
         observer.destroy_subscription(sub)
-        rates[mode] = [e.success for e in ends[:2]]
-    print(f"episodes solved, seeds 0-1: driver's follower {rates['false']}, "
+        rates[mode] = [e.success for e in ends[:3]]
+    # three episodes: each fails about one time in ten either way (the twin study: 18/20), and two
+    # failures in a row happened in CI once
+    print(f"episodes solved, seeds 0-2: driver's follower {rates['false']}, "
           f"joint_trajectory_controller {rates['true']}")
     assert any(rates["true"]), rates
 
