@@ -194,7 +194,8 @@ def _episode_plans(
     Returns the plans and the labels of the episodes skipped. In a truncated bag every episode
     ends by the time all sampled streams are complete (Recording.complete_until_ns), so its frames
     are those the whole bag would give; an episode that has no complete sample before then is
-    skipped, unless no episode is left.
+    skipped, unless no episode is left. So is one without a complete sample that began before the
+    recording did (`ros2 bag record` started in the middle of it).
     """
     sensors = rec.sensors()
     if options.max_age_s is not None:
@@ -218,9 +219,12 @@ def _episode_plans(
             )
         except ConversionError as err:
             failure = ConversionError(f"bag {rec.path}, {label}: {err}")
-            if cut.end_ns == window.end_ns:  # not shortened by the end of a truncated bag
+            # Incomplete because the recording began during it (a recorder started late) or ended
+            # during it (a truncated bag): skipped; any other episode that cannot be sampled fails.
+            began_before = window.start_ns < recorded_from
+            if cut.end_ns == window.end_ns and not began_before:
                 raise failure from None
-            skipped.append(label)
+            skipped.append(f"{label} (began before the recording)" if began_before else label)
             continue
         plans.append((window, plan))
     if not plans:  # every episode was skipped: report the last one's failure
