@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import select
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -29,6 +30,22 @@ from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
 
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
+
+
+@contextmanager
+def _session():
+    """This process's node and executor in a context of their own, shut down on exit."""
+    context = Context()
+    rclpy.init(context=context)
+    node = Node("librobot_session", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
 
 
 @dataclass(frozen=True)
@@ -55,11 +72,6 @@ def run_sim_episodes(
     `setup(node)` runs before the graph starts, so that recorders and monitors it attaches to
     `node` see the first message of the first episode.
     """
-    context = Context()
-    rclpy.init(context=context)
-    node = Node("librobot_session", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     results: list[EpisodeResult] = []
     started: dict[int, float] = {}
 
@@ -73,7 +85,7 @@ def run_sim_episodes(
             progress.update(1)
             progress.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
 
-    try:
+    with _session() as (node, executor):
         if setup is not None:
             setup(node)
         node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
@@ -92,10 +104,6 @@ def run_sim_episodes(
                         f"{len(results)} of {episodes} episodes ended before the time limit; "
                         f"driver log:\n{graph.log_tail('driver')}"
                     )
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
     return results
 
 
@@ -117,14 +125,9 @@ def run_keyboard_episodes(
     run_sim_episodes."""
     from std_msgs.msg import String
 
-    context = Context()
-    rclpy.init(context=context)
-    node = Node("librobot_session", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     results: list[EpisodeResult] = []
     started: dict[int, float] = {}
-    try:
+    with _session() as (node, executor):
         if setup is not None:
             setup(node)
         events = node.create_publisher(EpisodeEvent, spec.topic("episode_events"), EPISODE_EVENTS)
@@ -164,8 +167,4 @@ def run_keyboard_episodes(
                             f"({results[-1].duration_s:.1f} s)")
             for _ in range(10):  # let the recorder take the last event
                 executor.spin_once(timeout_sec=0.02)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
     return results

@@ -52,7 +52,7 @@ class FeetechArm:
 
     def write_calibration(self, calibration: Calibration) -> None:
         """Homing offsets and position limits into the servos (EEPROM; call after configure)."""
-        for name, cal in calibration.joints.items():
+        for cal in calibration.joints.values():
             self.bus.write(cal.id, "Homing_Offset", cal.homing_offset)
             self.bus.write(cal.id, "Min_Position_Limit", cal.range_min)
             self.bus.write(cal.id, "Max_Position_Limit", cal.range_max)

@@ -111,7 +111,7 @@ class FeetechBus:
         return f"servo ID {servo_id}" + (f" ({name})" if name else "")
 
     # -- transactions ------------------------------------------------------------------------------
-    def _retry(self, what: str, servo_ids, attempt):
+    def _retry(self, what: str, attempt):
         """Run `attempt()` -> (result code, value, failed servo ID) up to 1 + retries times."""
         if self._port is None:
             raise BusError(f"{self.port_name}: {what} on a closed bus")
@@ -138,7 +138,7 @@ class FeetechBus:
             if result == scs.COMM_SUCCESS:
                 self._note_error(servo_id, error)
             return result, model, servo_id
-        return self._retry("ping", [servo_id], attempt)
+        return self._retry("ping", attempt)
 
     def probe(self, servo_id: int) -> tuple[str, int]:
         """What answers at `servo_id`: ("ok", model), ("missing", 0) or ("garbled", 0) when every
@@ -160,7 +160,7 @@ class FeetechBus:
                 self._note_error(servo_id, error)
                 return result, reg.decode(data), servo_id
             return result, None, servo_id
-        return self._retry(f"read {register}", [servo_id], attempt)
+        return self._retry(f"read {register}", attempt)
 
     def write(self, servo_id: int, register: str, value: int) -> None:
         reg = STS3215[register]
@@ -171,7 +171,7 @@ class FeetechBus:
             if result == scs.COMM_SUCCESS:
                 self._note_error(servo_id, error)
             return result, None, servo_id
-        self._retry(f"write {register} = {value}", [servo_id], attempt)
+        self._retry(f"write {register} = {value}", attempt)
 
     def set_id(self, servo_id: int, new_id: int) -> None:
         """Give a servo a new ID (EEPROM: unlock it first). Sent without waiting for the status
@@ -199,7 +199,7 @@ class FeetechBus:
                 self._note_error(servo_id, error)
                 values[servo_id] = p.decode_block(registers, data)
             return result, values, None
-        return self._retry(f"sync read {'/'.join(registers)}", servo_ids, attempt)
+        return self._retry(f"sync read {'/'.join(registers)}", attempt)
 
     def sync_write(self, register: str, values: dict[int, int]) -> None:
         """Write one register of several servos in one packet (no replies)."""
@@ -211,7 +211,7 @@ class FeetechBus:
         def attempt():
             result = self._packets.syncWriteTxOnly(self._port, reg.address, reg.size, params, len(params))
             return result, None, next(iter(values))
-        self._retry(f"sync write {register}", list(values), attempt)
+        self._retry(f"sync write {register}", attempt)
 
     def find_servos(self) -> dict[int, int]:
         """Every servo on the bus ({id: model number}), from one broadcast ping (each servo
