@@ -19,14 +19,18 @@ one hold. It is a lifecycle node (configure loads, activate commands, deactivate
 `autostart` does both at start-up); ~/estop (std_msgs/Bool topic, std_srvs/Trigger service)
 latches an e-stop that only ~/release clears; `dry_run` computes without commanding.
 `ros2 param set /policy checkpoint <dir>` (or `framework <name>` with a `models` directory)
-loads a model in the background and swaps it in between two chunks. /diagnostics reports the
-policy and every input; ~/markers draws the end effector's path of each chunk for RViz.
+loads a model in the background and swaps it in between two chunks. With `policy_endpoint`
+(grpc://host:port or grpcs://, a `python -m librobot_models.serve` on a GPU box) the model runs
+there instead: a call slower than `policy_timeout_s`, or a server that is gone, holds the arm,
+and the node goes on as soon as the server answers again. /diagnostics reports the policy and
+every input; ~/markers draws the end effector's path of each chunk for RViz.
 
     ros2 run librobot_policy_node policy_node --ros-args -p checkpoint:=/path/to/checkpoint
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -59,6 +63,7 @@ from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_models.safety import SafetyFilter, SafetyLimits
+from librobot_models.serving import PolicyUnavailable
 from librobot_policy_node import diagnostics
 from librobot_policy_node.loading import BackgroundLoader
 from librobot_policy_node.markers import chunk_markers
@@ -99,6 +104,15 @@ PARAMETERS = {
         description="directory of checkpoints (one per subdirectory) that `framework` chooses from")),
     "framework": ("", ParameterDescriptor(
         description="load the checkpoint of this framework (act, pi0, ...) from `models`, live")),
+    "policy_endpoint": ("", ParameterDescriptor(
+        description="grpc://host:port or grpcs://host:port of a policy server (librobot_models.serve) "
+                    "that runs the model instead of this node; the token comes from $"
+                    + "LIBROBOT_POLICY_TOKEN; empty: the local checkpoint")),
+    "policy_timeout_s": (0.5, _seconds(
+        "a remote inference that takes longer holds the arm (the next one tries again)", 0.01, 60.0)),
+    "policy_root_cert": ("", ParameterDescriptor(
+        description="PEM root certificate a grpcs:// policy server is checked against (empty: the "
+                    "system's)", read_only=True)),
     # Small policies on a CPU shared with the driver: one thread avoids OpenMP threads waiting on
     # each other (measured 7x slower steps with 2 threads on a busy 2-core CPU).
     "torch_threads": (1, _integer("CPU threads for inference (0: torch's default)", 0, 256)),
@@ -167,6 +181,9 @@ class PolicyNode(LifecycleNode):
 
         self.policy = None
         self.models = values["models"]
+        self.policy_endpoint = values["policy_endpoint"]
+        self.policy_timeout_s = values["policy_timeout_s"]
+        self.policy_root_cert = values["policy_root_cert"] or None
         self._loader = BackgroundLoader(self._load_policy)
         self._threads_applied = -1  # torch_threads as last applied on the inference thread
         self._last_chunk: ScheduledChunk | None = None  # the chunk the controller follows
@@ -235,8 +252,8 @@ class PolicyNode(LifecycleNode):
         one the node configures empty and a later `checkpoint` set loads it."""
         checkpoint = self.get_parameter("checkpoint").value
         framework = self.get_parameter("framework").value
-        start = checkpoint
-        if not checkpoint and framework:
+        start = self.policy_endpoint or checkpoint  # a policy server, when one is given
+        if not start and framework:
             start, problem = self._framework_checkpoint(framework, self.models)
             if problem:
                 self._set_state(PolicyStatus.STATE_ERROR, problem)
@@ -287,6 +304,17 @@ class PolicyNode(LifecycleNode):
         if changes.get("framework"):
             checkpoint, problem = self._framework_checkpoint(changes["framework"],
                                                              changes.get("models", self.models))
+        endpoint = changes.get("policy_endpoint", self.policy_endpoint)
+        if "policy_endpoint" in changes:  # to a server, or ("") back to the local checkpoint
+            if endpoint:
+                problem = self._endpoint_problem(endpoint)
+            elif not (checkpoint or self.get_parameter("checkpoint").value):
+                problem = "policy_endpoint '': no local checkpoint to return to (set checkpoint first)"
+            else:
+                checkpoint = checkpoint or self.get_parameter("checkpoint").value
+        elif checkpoint and endpoint:
+            problem = (f"a policy server ({endpoint}) runs the model: set policy_endpoint to '' to "
+                       "drive with a local checkpoint")
         if checkpoint and not problem:
             problem = self._checkpoint_problem(checkpoint, replan)
         elif self.policy is not None and replan >= self.policy.chunk_size:
@@ -300,7 +328,13 @@ class PolicyNode(LifecycleNode):
         if problem:
             return SetParametersResult(successful=False, reason=problem)
         self.models = changes.get("models", self.models)
-        if checkpoint:
+        self.policy_endpoint = endpoint
+        self.policy_timeout_s = changes.get("policy_timeout_s", self.policy_timeout_s)
+        if "policy_timeout_s" in changes and hasattr(self.policy, "timeout_s"):
+            self.policy.timeout_s = self.policy_timeout_s
+        if endpoint and "policy_endpoint" in changes:
+            self._loader.request(endpoint)  # connects in the background; the current model drives
+        elif checkpoint:
             self._loader.request(checkpoint)  # the current model drives until it is ready
         self.replan_steps = changes.get("replan_steps", self.replan_steps)
         self.max_age_s = changes.get("max_observation_age_s", self.max_age_s)
@@ -335,10 +369,16 @@ class PolicyNode(LifecycleNode):
             header = read_checkpoint_header(path)
         except ValueError as err:
             return str(err)
+        model = {"chunk_size": header["model"].get("chunk_size", 0)}
+        return self._fit_problem(path, {**header, **model}, replan_steps)
+
+    def _fit_problem(self, path: str, header: dict, replan_steps: int) -> str | None:
+        """Why a model described by `header` (joint_names, camera_names, rate_hz, chunk_size: a
+        checkpoint's, or a policy server's metadata) cannot drive this robot."""
         joints, cameras = header.get("joint_names"), header.get("camera_names", [])
-        chunk = header["model"].get("chunk_size", 0)
+        chunk = header.get("chunk_size", 0)
         if not header.get("rate_hz") or not joints:
-            return f"{path}: the checkpoint records no rate_hz or joint_names"
+            return f"{path}: the model records no rate_hz or joint_names"
         if list(joints) != self.spec.joint_names:
             return (f"{path}: checkpoint joints {list(joints)} differ from the {self.spec.name} "
                     f"joints {self.spec.joint_names}")
@@ -369,17 +409,43 @@ class PolicyNode(LifecycleNode):
         return None, (f"framework {name!r}: no checkpoint of it in models {models!r} "
                       f"(found: {', '.join(found) or 'none'})")
 
-    def _load_policy(self, path: str):
-        """Load and warm up a checkpoint (on the loader thread, or at start-up); raises with the
-        reason when it cannot drive this robot."""
+    def _load_policy(self, source: str):
+        """Load and warm up a checkpoint, or connect to a policy server (`source` grpc://...), on
+        the loader thread or at start-up; raises with the reason when it cannot drive this robot."""
+        if self._endpoint_problem(source) is None:
+            from librobot_models.serving.client import RemotePolicy
+
+            policy = RemotePolicy(source, timeout_s=self.policy_timeout_s, root_cert=self.policy_root_cert,
+                                  token=os.environ.get("LIBROBOT_POLICY_TOKEN") or None)
+            problem = self._fit_problem(source, policy.metadata, self.replan_steps)
+            if problem:
+                policy.close()
+                raise ValueError(problem)
+            policy.timeout_s = max(self.policy_timeout_s, 10.0)  # a server's first inference may be slow
+            try:
+                self._warm_up(policy)
+            finally:
+                policy.timeout_s = self.policy_timeout_s
+            return policy
         from librobot_models.policy import Policy  # the model classes, only when a model loads
 
-        problem = self._checkpoint_problem(path, self.replan_steps)
+        problem = self._checkpoint_problem(source, self.replan_steps)
         if problem:
             raise ValueError(problem)
-        policy = Policy.from_checkpoint(path, device=self.device)
+        policy = Policy.from_checkpoint(source, device=self.device)
         self._warm_up(policy)
         return policy
+
+    @staticmethod
+    def _endpoint_problem(endpoint: str) -> str | None:
+        """Why `endpoint` is not a policy server address (None if it is one)."""
+        from librobot_models.serving.client import parse_endpoint
+
+        try:
+            parse_endpoint(endpoint)
+        except ValueError as err:
+            return str(err)
+        return None
 
     def _take_loaded(self) -> None:
         """Swap in a model the loader finished (on the inference thread, between two chunks)."""
@@ -398,7 +464,9 @@ class PolicyNode(LifecycleNode):
     def _install(self, policy, path: str) -> None:
         """Make `policy` the one that drives, with its observation buffer; the executor hands over
         from the old model's plan."""
-        self.policy = policy
+        old, self.policy = self.policy, policy
+        if old is not None and old is not policy and hasattr(old, "close"):
+            old.close()  # a policy server's channel
         self._buffer = ObservationBuffer(
             policy.camera_names,
             decode_state=lambda msg: messages.joint_positions(self.spec, msg),
@@ -588,6 +656,12 @@ class PolicyNode(LifecycleNode):
             self._set_state(PolicyStatus.STATE_HOLDING, f"rejected observation: {err}")
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
             return
+        except PolicyUnavailable as err:  # the policy server is gone or slow: hold, try again next tick
+            self._hold(self.get_clock().now().nanoseconds)
+            self._executor.reset()  # the arm stopped: the next chunk starts from where it is
+            self._set_state(PolicyStatus.STATE_HOLDING, f"{err}; holding, retrying")
+            self.get_logger().error(self._message, throttle_duration_sec=2.0)
+            return
         latency_ms = (time.perf_counter() - started) * 1e3
         self._latency.add(latency_ms)
         now_ns = self.get_clock().now().nanoseconds
@@ -653,7 +727,7 @@ class PolicyNode(LifecycleNode):
         try:
             snapshot = self._buffer.snapshot(self.get_clock().now().nanoseconds, self.max_age_s)
             self.policy.observe(self._with_time(snapshot))
-        except (ObservationNotReady, ValueError):
+        except (ObservationNotReady, ValueError, PolicyUnavailable):
             pass
 
     def _publish_chunk(self, trajectory: JointTrajectory, latency_ms: float) -> None:
