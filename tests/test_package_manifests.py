@@ -23,9 +23,13 @@ ROSDEP_KEY = {
     "transformers": "python3-transformers-pip",
     "rcl_interfaces": "rcl_interfaces",
     "serial": "python3-serial",
+    "grpc": "python3-grpcio",
+    "fastapi": "python3-fastapi",
+    "uvicorn": "python3-uvicorn",
 }
 # Modules without a rosdep key: installed by pip from requirements/python.txt (documented there).
-PIP_ONLY = {"safetensors", "peft", "tokenizers", "bitsandbytes", "xacro", "catkin_pkg", "scservo_sdk"}
+PIP_ONLY = {"safetensors", "peft", "tokenizers", "bitsandbytes", "xacro", "catkin_pkg", "scservo_sdk",
+            "pyarrow", "av", "onnx", "onnxruntime", "ml_dtypes"}
 
 
 def imports_of(package_dir: Path) -> set[str]:

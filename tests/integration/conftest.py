@@ -118,9 +118,13 @@ class Launched:
         assert not orphans, f"processes left running after Ctrl-C: {orphans}\n{self.log()[-3000:]}"
         return code
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an out-of-memory kill would stop it (no clean-up)."""
-        self.process.kill()
+    def kill(self, group: bool = False) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill would stop it (no clean-up); with `group`
+        everything it started too (`ros2 run` runs the node as its child)."""
+        if group:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
         self.process.wait()
         self._log.close()
 

@@ -93,6 +93,27 @@ def test_checkpoint_swaps_live(default_launch, cli, tiny_checkpoint):
     default_launch.wait_for_log(rf"from {re.escape(str(tiny_checkpoint))}[\s\S]*loaded act checkpoint \w+ from \S+act_so100", 60)
 
 
+def test_the_model_moves_to_a_policy_server_and_back_from_the_cli(default_launch, cli, tmp_path):
+    """`ros2 run librobot_models serve` beside the launch, `ros2 param set /policy policy_endpoint`:
+    the node drives with the server's chunks; the server killed, the arm holds; '' returns the
+    model to the node."""
+    shipped = default_launch.wait_for_log(r"loaded act checkpoint \w+ from (\S+act_so100)", 5).group(1)
+    server = cli.start(["ros2", "run", "librobot_models", "serve", "--checkpoint", shipped, "--port", "0"],
+                       tmp_path / "serve.log")
+    try:
+        endpoint = "grpc://" + server.wait_for_log(r"on gRPC (127\.0\.0\.1:\d+)", 120).group(1)
+        assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "policy_endpoint", endpoint).stdout
+        default_launch.wait_for_log(rf"loaded act checkpoint \w+ from {re.escape(endpoint)}", 60)
+        chunks = cli.ros2("topic", "echo", "--once", "/policy/action_chunk", "librobot_msgs/msg/ActionChunk",
+                          "--field", "sequence", timeout=30).stdout
+        assert re.search(r"\d+", chunks), chunks
+    finally:
+        server.kill(group=True)
+    default_launch.wait_for_log(rf"policy server {re.escape(endpoint)}: .*holding, retrying", 30)
+    assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "policy_endpoint", "").stdout
+    default_launch.wait_for_log(rf"holding, retrying[\s\S]*loaded act checkpoint \w+ from {re.escape(shipped)}", 60)
+
+
 def test_lifecycle_e_stop_and_diagnostics_from_the_cli(default_launch, cli):
     # the lifecycle services `ros2 lifecycle get/set` call (the shared ROS has no ros2lifecycle)
     def lifecycle_state() -> str:
