@@ -70,41 +70,20 @@ from librobot_training.conversion.base import (
     STOP_REQUESTED,
     TIME_SOURCES,
 )
-from librobot_training.conversion.messages import TrajectoryCommand, message_to_rgb
 from librobot_training.conversion.sync import (
     EpisodePlan,
     EpisodeWindow,
     Recording,
-    Stream,
-    as_of,
     default_max_age_ns,
-    make_grid,
-    measured_actions,
     plan_episode,
     split_episodes,
 )
 from librobot_training.conversion.reading import read_bag
 from librobot_training.conversion.writing import EpisodeMeta, atomic_output, instruction_for, write_episode
 
-__all__ = [
-    "ConversionError",
-    "ConversionOptions",
-    "ConversionSummary",
-    "EpisodePlan",
-    "EpisodeWindow",
-    "Recording",
-    "Stream",
-    "TrajectoryCommand",
-    "as_of",
-    "convert",
-    "message_to_rgb",
-    "main",
-    "make_grid",
-    "measured_actions",
-    "plan_episode",
-    "read_bag",
-    "split_episodes",
-]
+# The stages' own names (ConversionError, make_grid, message_to_rgb, ...) are imported from where
+# they live, librobot_training.conversion.*; this module exports the conversion run and its command line.
+__all__ = ["ConversionOptions", "ConversionSummary", "convert", "main"]
 
 
 LOG = logging.getLogger(__name__)

@@ -26,15 +26,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from librobot_drivers.embodiment import load_embodiment
-from librobot_training.bag_to_hdf5 import (
-    ConversionError,
-    ConversionOptions,
-    convert,
-    main,
-    make_grid,
-    TrajectoryCommand,
-    message_to_rgb,
-)
+from librobot_training.bag_to_hdf5 import ConversionOptions, convert, main
+from librobot_training.conversion.base import ConversionError
+from librobot_training.conversion.messages import TrajectoryCommand, message_to_rgb
+from librobot_training.conversion.sync import make_grid
 from librobot_training.conversion.unclosed import storage_files
 
 # Recorded by the real `ros2 bag record`; shipped with the tests (fixtures/rosbag2/README.md).

@@ -1,11 +1,17 @@
+import json
 import pickle
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from librobot_training.datasets import EpisodeDataset, describe_dataset, make_synthetic_episodes
+from librobot_training.datasets import DatasetInfo, EpisodeDataset, describe_dataset, open_source
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_episodes import make_synthetic_episodes  # noqa: E402
 
 
 @pytest.fixture
@@ -106,3 +112,51 @@ def test_bad_datasets_fail_with_a_clear_message(tmp_path, dataset_dir):
         EpisodeDataset(tmp_path / "empty", chunk_size=4)
     with pytest.raises(ValueError, match=r"cameras \['top'\] are not in the dataset"):
         EpisodeDataset(dataset_dir, chunk_size=4, camera_names=["top"])
+
+
+def test_dummy_source_is_deterministic_informative_and_shaped_by_its_options():
+    options = {"episodes": 3, "length": 8, "state_dim": 3, "action_dim": 2, "cameras": ["top", "side"],
+               "image_size": [24, 40], "rate_hz": 5, "instruction": "wave", "seed": 7}
+    source = open_source("dummy", options)
+    assert len(source) == 3 and source.info == DatasetInfo(
+        joint_names=["joint_0", "joint_1", "joint_2"], camera_names=["top", "side"], rate_hz=5.0,
+        state_dim=3, action_dim=2, embodiment=None)
+    dataset = EpisodeDataset(source, chunk_size=4)
+    sample = dataset[8 + 2]
+    assert sample["images"].shape == (2, 3, 24, 40) and sample["actions"].shape == (4, 2)
+    assert sample["instruction"] == "wave"
+    again = EpisodeDataset(open_source("dummy", options), chunk_size=4)[8 + 2]
+    for key in ("images", "state", "actions"):
+        np.testing.assert_array_equal(sample[key], again[key])  # the same seed, the same episodes
+    other = EpisodeDataset(open_source("dummy", {**options, "seed": 8}), chunk_size=4)[8 + 2]
+    assert not np.array_equal(sample["state"], other["state"])
+    episode = source.read(1, ["state", "action", "images/top"])
+    np.testing.assert_array_equal(episode["state"][1:, :2], episode["action"][:-1])  # state lags the command
+    bright = (episode["images/top"][:, 12, :, 0] == 230).argmax(1)  # the square's column follows joint 0
+    assert np.corrcoef(bright, episode["state"][:, 0])[0, 1] > 0.99
+    assert len(EpisodeDataset(source, chunk_size=4, cache_in_memory=True)) == 24
+
+
+def test_open_source_rejects_bad_specs_and_options(dataset_dir):
+    with pytest.raises(ValueError, match=r"dummy dataset_options: unknown keys \['lenght'\]"):
+        open_source("dummy", {"lenght": 3})
+    with pytest.raises(ValueError, match=r"dummy dataset: image_size = \[4, 4\], expected \[H, W\], both ints >= 8"):
+        open_source("dummy", {"image_size": [4, 4]})
+    with pytest.raises(ValueError, match=r"dataset_options \['seed'\] given, but HDF5 dataset .* takes none"):
+        open_source(str(dataset_dir), {"seed": 1})
+    assert open_source(f"hdf5:{dataset_dir}").info == describe_dataset(dataset_dir)
+    with pytest.raises(ValueError, match=r"episodes \[5\] are out of range for the 2 episodes"):
+        EpisodeDataset(dataset_dir, chunk_size=2, episodes=[5])
+
+
+def test_the_trainer_runs_on_the_dummy_dataset(tmp_path):
+    from librobot_training.train import main
+
+    out = tmp_path / "run"
+    args = ["dataset=dummy", "dataset_options={episodes: 3, length: 10, state_dim: 4, image_size: [32, 32]}",
+            f"output_dir={out}", "model.image_size=[32,32]", "model.vision_channels=[16,32]", "model.dim_model=32",
+            "model.n_heads=4", "model.dim_feedforward=64", "model.n_encoder_layers=1",
+            "model.n_vae_encoder_layers=1", "model.chunk_size=4", "train.steps=2", "train.batch_size=4",
+            "train.log_every=1", "train.eval.episodes=1", "train.eval.every=2", "train.eval.batches=1"]
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["state_dim"] == 4

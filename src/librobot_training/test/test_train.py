@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,6 @@ import yaml
 
 from librobot_models.checkpoint import load_checkpoint
 from librobot_models.policy import Policy
-from librobot_training.datasets import make_synthetic_episodes
 from librobot_training.train import (
     TrainSettings,
     apply_override,
@@ -17,6 +17,9 @@ from librobot_training.train import (
     main,
     parameter_groups,
 )
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_episodes import make_synthetic_episodes  # noqa: E402
 
 TINY_MODEL = [
     "model.image_size=[32,32]",
