@@ -1,4 +1,4 @@
-"""Closed-loop evaluation of a checkpoint on the simulated SO-100, without ROS.
+"""Evaluation of a checkpoint without ROS: closed loop on the simulated SO-100, or offline on episodes.
 
     python -m librobot_training.evaluate --checkpoint runs/act_so100 --episodes 20
 
@@ -8,6 +8,12 @@ model infers (`--latency-ms`: a fixed delay, or `measured`), chunks turned into 
 executor (`--execution`: receding, temporal_ensemble, rtc), checked by the safety layer and
 followed by the driver's trajectory follower. Stepped as fast as the CPU allows; useful while training. The ROS graph
 version is `librobot_bringup.demo`.
+
+    python -m librobot_training.evaluate --checkpoint runs/act_so100 --offline data/so100_sim/hdf5 \
+        --offline-episodes 3 7
+
+Offline instead: the policy's chunks against the recorded actions of held-out episodes, action MSE
+and L1 per joint in robot units, printed as a table (`offline_errors`, usable on its own).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule
@@ -27,6 +34,7 @@ from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
 from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
 from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
+from librobot_training.datasets import open_source
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,86 @@ def rollout(
             return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands), refused)
 
 
+@dataclass(frozen=True)
+class OfflineErrors:
+    """How far a policy's chunks are from the recorded actions, per joint, in robot units.
+
+    At every `stride`-th frame of each episode the policy gets the recorded observation; each step
+    of its chunk is compared with the action recorded that many frames later, steps past the
+    episode's end left out."""
+
+    joint_names: list[str]
+    mse: np.ndarray  # (action_dim,) mean squared error
+    l1: np.ndarray  # (action_dim,) mean absolute error
+    episodes: int
+    observations: int  # chunks predicted
+    steps: int  # chunk steps compared (each joint counted once)
+
+    def table(self) -> str:
+        width = max(8, *map(len, self.joint_names))
+        lines = [f"offline action error: {self.episodes} episodes, {self.observations} observations, "
+                 f"{self.steps} chunk steps (robot units)",
+                 f"{'joint':<{width}}  {'MSE':>11}  {'L1':>11}"]
+        rows = [*zip(self.joint_names, self.mse, self.l1), ("mean", self.mse.mean(), self.l1.mean())]
+        lines += [f"{name:<{width}}  {mse:>11.4e}  {l1:>11.4e}" for name, mse, l1 in rows]
+        return "\n".join(lines)
+
+
+def offline_errors(policy: Policy, dataset: str | Path, episodes: list[int] | None = None, stride: int = 1,
+                   seed: int = 0) -> OfflineErrors:
+    """Action MSE and L1 of `policy` on recorded episodes of `dataset` (a spec for
+    librobot_training.datasets.open_source, e.g. a directory of HDF5 episodes); `episodes`: indices
+    in its order (None: all). Chunks are compared as the model samples them: a temporal ensembler is
+    left out; the frames in between inferences are passed to `observe` (history windows); torch is
+    seeded with seed + episode index before each episode (sampling heads)."""
+    source = open_source(dataset)
+    info = source.info
+    if info.state_dim != policy.config.state_dim or info.action_dim != policy.action_dim:
+        raise ValueError(f"dataset {dataset} has state/action dims {info.state_dim}/{info.action_dim}, the "
+                         f"policy {policy.config.state_dim}/{policy.action_dim}")
+    missing = [c for c in policy.camera_names if c not in info.camera_names]
+    if missing:
+        raise ValueError(f"dataset {dataset} lacks the policy's cameras {missing} (it has {info.camera_names})")
+    indices = list(range(len(source))) if episodes is None else list(episodes)
+    bad = [i for i in indices if not 0 <= i < len(source)]
+    if bad or not indices:
+        raise ValueError(f"episodes {bad or indices} are not in 0..{len(source) - 1} of dataset {dataset}")
+    if not (isinstance(stride, int) and stride >= 1):
+        raise ValueError(f"stride = {stride!r}: expected an int >= 1")
+    names = list(policy.joint_names or info.joint_names)
+    if len(names) != policy.action_dim:
+        names = [f"action_{i}" for i in range(policy.action_dim)]
+
+    squared = np.zeros(policy.action_dim)
+    absolute = np.zeros(policy.action_dim)
+    observations = steps = 0
+    ensembler, policy.ensembler = policy.ensembler, None
+    try:
+        for index in indices:
+            fields = source.read(index, ["state", "action", *(f"images/{c}" for c in policy.camera_names)])
+            actions = fields["action"].astype(np.float64)  # (T, action_dim)
+            instruction = source.episode(index).instruction
+            torch.manual_seed(seed + index)
+            policy.reset()
+            for t in range(len(actions)):
+                obs = {"images": {c: fields[f"images/{c}"][t] for c in policy.camera_names},
+                       "state": fields["state"][t], "instruction": instruction}
+                if t % stride:
+                    policy.observe(obs)
+                    continue
+                chunk = policy.infer(obs)["actions"]  # (k, action_dim)
+                recorded = actions[t : t + len(chunk)]  # (valid, action_dim), shorter at the end
+                error = chunk[: len(recorded)] - recorded
+                squared += (error**2).sum(0)
+                absolute += np.abs(error).sum(0)
+                observations += 1
+                steps += len(recorded)
+    finally:
+        policy.ensembler = ensembler
+        source.close()
+    return OfflineErrors(names, squared / steps, absolute / steps, len(indices), observations, steps)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="librobot-evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
@@ -133,6 +221,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "milliseconds, or 'measured' for the inference time (default 0)")
     parser.add_argument("--execution", choices=MODES, default="receding",
                         help="how overlapping chunks become targets (default receding)")
+    offline = parser.add_argument_group("offline evaluation (recorded episodes instead of the simulation)")
+    offline.add_argument("--offline", metavar="DATASET",
+                         help="action MSE and L1 per joint against the recorded actions of DATASET "
+                              "(a directory of HDF5 episodes, or another dataset spec of training)")
+    offline.add_argument("--offline-episodes", type=int, nargs="+", metavar="I",
+                         help="episode indices in the dataset's order (default: all), e.g. the held-out ones")
+    offline.add_argument("--stride", type=int, default=1, help="predict at every N-th frame (default 1)")
     return parser.parse_args(argv)
 
 
@@ -143,6 +238,14 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as err:
         print(f"librobot-evaluate: error: {err}", file=sys.stderr)
         return 2
+    if args.offline is not None:
+        try:
+            errors = offline_errors(policy, args.offline, args.offline_episodes, args.stride, args.seed)
+        except (OSError, ValueError) as err:
+            print(f"librobot-evaluate: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        print(errors.table())
+        return 0
     if not 1 <= args.replan_steps < policy.chunk_size:
         print(f"librobot-evaluate: error: --replan-steps {args.replan_steps}: expected 1 to "
               f"{policy.chunk_size - 1} (the chunk has {policy.chunk_size} steps, the first is now)",

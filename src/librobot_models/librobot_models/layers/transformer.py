@@ -12,6 +12,9 @@ selects the self-attention variant: flash backend, sliding window, block-wise, R
 Cross-attention keeps only the backend: queries and memory have no shared positions.
 A decoder decodes incrementally with `cache = decoder.new_cache()`: each call then passes only the
 new tokens (and their positions), and attends to those of the earlier calls (layers.attention.KVCache).
+A stack with `gradient_checkpointing = True` recomputes each layer's activations in the backward pass
+(torch.utils.checkpoint, non-reentrant) while training with autograd on and no cache: less memory,
+the same result (dropout masks are replayed).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from librobot_models.layers.attention import Attention, AttentionConfig, KVCache
 from librobot_models.layers.mlp import MLP
@@ -144,6 +148,10 @@ class _LayerStack(nn.Module):
     """`n_layers` layers of `layer_class` and, with pre-norm, a final norm."""
 
     layer_class: type[nn.Module]
+    gradient_checkpointing: bool = False  # see the module docstring; the trainer sets it
+
+    def _checkpointed(self, cache: object = None) -> bool:
+        return self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None
 
     def __init__(
         self,
@@ -180,7 +188,10 @@ class TransformerEncoder(_LayerStack):
     ) -> torch.Tensor:
         """attn_mask: (S, S) or (B, S, S) bool, True where token i may attend token j."""
         for layer in self.layers:
-            x = layer(x, pos, key_padding_mask, is_causal, attn_mask)
+            if self._checkpointed():
+                x = checkpoint(layer, x, pos, key_padding_mask, is_causal, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, pos, key_padding_mask, is_causal, attn_mask)
         return self.norm(x)
 
 
@@ -203,7 +214,11 @@ class TransformerDecoder(_LayerStack):
         the earlier calls with this cache."""
         caches = cache if cache is not None else [None] * len(self.layers)
         for layer, layer_cache in zip(self.layers, caches):
-            x = layer(x, memory, pos, memory_pos, memory_key_padding_mask, is_causal, layer_cache)
+            if self._checkpointed(cache):
+                x = checkpoint(layer, x, memory, pos, memory_pos, memory_key_padding_mask, is_causal,
+                               use_reentrant=False)
+            else:
+                x = layer(x, memory, pos, memory_pos, memory_key_padding_mask, is_causal, layer_cache)
         return self.norm(x)
 
     def new_cache(self) -> list[tuple[KVCache, KVCache]]:
