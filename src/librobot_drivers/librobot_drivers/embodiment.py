@@ -29,6 +29,7 @@ class JointSpec:
     velocity: float
     effort: float
     aliases: tuple[str, ...] = ()
+    acceleration: float | None = None  # rad/s^2 (m/s^2 for a prismatic joint); None: not limited
 
     def __post_init__(self) -> None:
         if not self.lower < self.upper:
@@ -37,6 +38,8 @@ class JointSpec:
             )
         if self.velocity <= 0:
             raise ValueError(f"joint {self.name!r}: velocity limit {self.velocity} must be > 0")
+        if self.acceleration is not None and not self.acceleration > 0:
+            raise ValueError(f"joint {self.name!r}: acceleration limit {self.acceleration} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,13 @@ class Embodiment:
     @property
     def velocity_limits(self) -> np.ndarray:
         return np.array([j.velocity for j in self.joints], dtype=np.float64)
+
+    @property
+    def acceleration_limits(self) -> np.ndarray | None:
+        """(D,) per joint, or None when the spec gives none (every joint or none has one)."""
+        if self.joints[0].acceleration is None:
+            return None
+        return np.array([j.acceleration for j in self.joints], dtype=np.float64)
 
     @property
     def control_period(self) -> float:
@@ -178,9 +188,13 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
                 velocity=float(j["velocity"]),
                 effort=float(j["effort"]),
                 aliases=tuple(j.get("aliases", ())),
+                acceleration=float(j["acceleration"]) if j.get("acceleration") is not None else None,
             )
             for j in data["joints"]
         )
+        given = [j.name for j in joints if j.acceleration is not None]
+        if given and len(given) != len(joints):
+            raise ValueError(f"acceleration limits for {given} only: expected one for every joint or none")
         cameras = tuple(
             CameraSpec(
                 name=c["name"],

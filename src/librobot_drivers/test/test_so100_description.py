@@ -137,3 +137,14 @@ def test_urdf_forward_kinematics_equals_mujoco(urdf, scene, spec):
             assert np.allclose(positions[i], data.body(link).xpos, atol=1e-3), (link, q)
             assert np.allclose(rotations[i], data.body(link).xmat.reshape(3, 3), atol=1e-6), (link, q)
         assert np.allclose(poses["tcp_link"][0][i], data.site("tcp").xpos, atol=1e-3), q
+
+
+def test_the_acceleration_limits_are_the_servos_ramp_and_a_partial_set_is_refused(spec):
+    from librobot_drivers.embodiment import embodiment_from_dict
+
+    # Acceleration 254 (x 100 steps/s^2, 4096 steps a turn) as config/hardware/so100_feetech.yaml sets it
+    np.testing.assert_allclose(spec.acceleration_limits, 254 * 100 * 2 * np.pi / 4096, rtol=2e-3)
+    data = yaml.safe_load((share_path("config", "embodiments", "so100.yaml")).read_text())
+    del data["joints"][2]["acceleration"]
+    with pytest.raises(ValueError, match="acceleration limits for .* only"):
+        embodiment_from_dict(data)

@@ -38,12 +38,14 @@ def schedule_chunk(
     min_lead_s: float = 0.0,
     safety: SafetyFilter | None = None,
     measured: np.ndarray | None = None,
+    velocity: np.ndarray | None = None,
 ) -> ScheduledChunk | None:
     """Add a chunk (T, D) to `executor` and return the trajectory to publish at `now_ns`; None
     when the chunk ended before it arrived, or every point of the plan is due sooner than
     `min_lead_s` (the transport delay).
 
-    With `safety` the plan passes the safety layer, starting from `measured` (D,); UnsafeCommand
+    With `safety` the plan passes the safety layer, starting from `measured` (D,) at the commanded
+    `velocity` (D,) (the trajectory in force now; None: at rest); UnsafeCommand
     (a ValueError) when it refuses it, and the executor forgets its chunks. ValueError too for a malformed or non-finite chunk (nothing
     is added then).
     """
@@ -58,7 +60,7 @@ def schedule_chunk(
     times, targets = times[keep], targets[keep]
     if safety is not None:
         try:
-            targets = safety.filter(times, targets, measured, now_s)
+            targets = safety.filter(times, targets, measured, now_s, velocity)
         except UnsafeCommand:
             executor.reset()  # a refused plan never ran: the next chunk starts afresh, not from it
             raise

@@ -498,7 +498,7 @@ class PolicyNode(LifecycleNode):
     # -- safety ----------------------------------------------------------------------------------
     def _limits(self, max_step: float) -> SafetyLimits:
         return SafetyLimits(self.spec.lower_limits, self.spec.upper_limits,
-                            self.spec.velocity_limits, max_step=max_step)
+                            self.spec.velocity_limits, self.spec.acceleration_limits, max_step=max_step)
 
     def _estop(self, reason: str) -> None:
         if not self.safety.estopped:
@@ -671,7 +671,7 @@ class PolicyNode(LifecycleNode):
             self.safety.activate()  # resuming: ramp in from where the arm stopped
         try:
             chunk = schedule_chunk(self._executor, actions, snapshot.stamp_ns, now_ns, self.min_lead_s,
-                                   self.safety, snapshot.observation["state"])
+                                   self.safety, snapshot.observation["state"], self._commanded_velocity(now_ns))
         except ValueError as err:  # refused by the safety layer, or malformed: the arm holds
             self._hold(now_ns)
             if self.safety.estopped:
@@ -699,6 +699,15 @@ class PolicyNode(LifecycleNode):
         self._publish_markers(chunk)
         self._set_state(PolicyStatus.STATE_RUNNING,
                         "dry run: commanding nothing" if self.dry_run else self.safety.last_report)
+
+    def _commanded_velocity(self, now_ns: int) -> np.ndarray | None:
+        """The joint speeds the published trajectory asks for now (None: the arm holds), where the
+        acceleration limit starts the next plan from."""
+        chunk = self._last_chunk
+        if chunk is None or self._holding:
+            return None
+        times = chunk.start_ns * 1e-9 + chunk.time_from_start
+        return Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)[1]
 
     def _hold(self, now_ns: int) -> None:
         """Stop the arm where the last chunk has it now, once: without this the controller would

@@ -37,6 +37,21 @@ def test_min_lead_and_the_safety_layer():
                        measured=np.array([0.0]))
 
 
+def test_the_acceleration_limit_continues_from_the_commanded_speed_not_from_rest():
+    """A plan moving at 1 rad/s: started from rest it is held back to 2 rad/s^2; started at the
+    speed the arm is already commanded, it passes as it is (no slow-down at every replan)."""
+    limits = SafetyLimits(np.array([-5.0]), np.array([5.0]), np.array([3.0]), np.array([2.0]), max_step=1.0)
+    actions = 0.1 * np.arange(10, dtype=float)[:, None]  # 1 rad/s from 0: action k due at 0.1 k s
+
+    def plan(velocity):
+        return schedule_chunk(make_executor("receding", 0.1), actions, 0, 0, safety=SafetyFilter(limits),
+                              measured=np.array([0.0]), velocity=velocity).positions[:, 0]
+
+    from_rest = plan(None)
+    assert from_rest[0] == pytest.approx(0.02)  # 2 rad/s^2 * 0.1 s reached in the first period
+    np.testing.assert_allclose(plan(np.array([1.0])), actions[1:, 0], atol=1e-9)
+
+
 def test_the_executor_mode_shapes_what_is_published():
     ensemble = make_executor("temporal_ensemble", 0.1, m=0.0)
     schedule_chunk(ensemble, np.zeros((10, 1)), 0, 0)

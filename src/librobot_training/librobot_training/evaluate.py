@@ -78,7 +78,8 @@ def rollout(
     follower = TrajectoryFollower(sim.read_joints().position)
     executor = make_executor(execution, period)
     spec = sim.spec
-    safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits))
+    safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
+                                       spec.acceleration_limits))
     refused = 0
     inference_ms, frames, commands = [], [], []
     pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
@@ -112,7 +113,8 @@ def rollout(
             times, targets = executor.plan(arrival)
             try:  # as the node publishes it: through the safety layer, stamped now, ending at
                 # rest, cubic through the targets; a refused plan holds the arm where it is going
-                targets = safety.filter(times, targets, sim.read_joints().position, arrival)
+                targets = safety.filter(times, targets, sim.read_joints().position, arrival,
+                                        follower.sample(sim.time)[1])
                 follower.set_trajectory(sim.time, sim.time, times - arrival, targets,
                                         chunk_velocities(targets, period))
             except UnsafeCommand:
