@@ -13,7 +13,9 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/config", glob("config/*.yaml")),
     ],
-    install_requires=["numpy", "torch", "h5py", "rosbags", "pyyaml", "tqdm", "opencv-python-headless"],
+    install_requires=[
+        "numpy", "torch", "h5py", "rosbags", "pyyaml", "tqdm", "opencv-python-headless", "pyarrow", "av",
+    ],
     extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="LibroBot maintainers",
@@ -25,6 +27,8 @@ setup(
             "bag_to_hdf5 = librobot_training.bag_to_hdf5:main",
             "train = librobot_training.train:main",
             "evaluate = librobot_training.evaluate:main",
+            "export_lerobot = librobot_training.export_lerobot:main",
+            "export = librobot_training.export:main",
         ]
     },
 )

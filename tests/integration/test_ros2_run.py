@@ -33,8 +33,9 @@ def test_every_console_script_is_covered_here():
     assert set(console_scripts()) == NODES | HARDWARE_NODES | {
         ("librobot_bringup", "record"), ("librobot_bringup", "demo"),
         ("librobot_training", "bag_to_hdf5"), ("librobot_training", "train"),
-        ("librobot_training", "evaluate"), ("librobot_drivers", "calibrate"),
-        ("librobot_drivers", "feetech_emulator")}
+        ("librobot_training", "evaluate"), ("librobot_training", "export"),
+        ("librobot_training", "export_lerobot"), ("librobot_models", "serve"),
+        ("librobot_drivers", "calibrate"), ("librobot_drivers", "feetech_emulator")}
 
 
 @pytest.mark.parametrize("package, executable", sorted(set(console_scripts()) - NODES - HARDWARE_NODES))

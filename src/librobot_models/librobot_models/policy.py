@@ -41,6 +41,7 @@ from librobot_models.layers.vision import resize_images
 from librobot_models.normalization import NormStats
 
 Transform = Callable[[dict], dict]
+BACKENDS = ("torch", "onnxruntime")  # what runs the model call (from_checkpoint)
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -245,9 +246,22 @@ class Policy:
         self.history = ObservationHistory(steps) if steps > 1 else None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Policy:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", backend: str = "torch", onnx_file: str | Path | None = None
+    ) -> Policy:
+        """backend "torch": the checkpoint's model; "onnxruntime": its exported ONNX graph runs the model
+        call (`onnx_file`, by default <path>/model.onnx or <path>.onnx beside the directory; see
+        librobot_models.exported), with the same transforms around it. The torch model is still loaded
+        for the Python side of the graph's inputs (the tokenizer) and to check the file against it."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
         model, config, norm_stats, metadata = load_checkpoint(path, device=device)
-        return cls(model, config, norm_stats, metadata, compute_checkpoint_id(path), device)
+        checkpoint_id = compute_checkpoint_id(path)
+        if backend == "onnxruntime":
+            from librobot_models.exported import OnnxRuntimeModel, find_onnx  # onnxruntime only when asked
+
+            model = OnnxRuntimeModel(find_onnx(path, onnx_file), model, config, checkpoint_id)
+        return cls(model, config, norm_stats, metadata, checkpoint_id, device)
 
     def infer(self, obs: dict, inpaint: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
         """{"images": {cam: (H, W, 3) uint8}, "state": (state_dim,), "instruction"?: str}
@@ -263,7 +277,7 @@ class Policy:
         if inpaint is not None:
             if not self.supports_inpainting:
                 raise ValueError(f"{self.framework}: its action head cannot inpaint a chunk (RTC "
-                                 "guidance needs a flow-matching or DDPM/DDIM head)")
+                                 "guidance needs a flow-matching or DDPM/DDIM head, run by torch)")
             with torch.no_grad():  # the guidance differentiates through the network: no inference_mode
                 actions = self.model.sample_actions(batch, inpaint=self._inpainting(*inpaint))
         else:
@@ -287,7 +301,8 @@ class Policy:
 
     @property
     def supports_inpainting(self) -> bool:
-        """The model samples its chunks with a head that takes RTC's guidance (flow matching)."""
+        """The model samples its chunks with a head that takes RTC's guidance (flow matching); never
+        with backend "onnxruntime" (the guidance differentiates through the network)."""
         head = getattr(self.model, "head", None)
         return bool(getattr(head, "supports_inpainting", False))
 

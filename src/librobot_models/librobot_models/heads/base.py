@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -181,6 +181,25 @@ class ActionHead(nn.Module, abc.ABC):
         """Standard normal (B, chunk_size, action_dim) on cond's device and dtype, from `generator`."""
         shape = (cond.batch_size, self.config.chunk_size, self.config.action_dim)
         return torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
+
+    def noise_draws(self) -> int:
+        """How many standard-normal (B, chunk_size, action_dim) draws `sample` takes; 0: deterministic."""
+        return 0
+
+    def noise_source(
+        self, cond: Conditioning, generator: torch.Generator | None, noise: torch.Tensor | None
+    ) -> Callable[[], torch.Tensor]:
+        """The function `sample` calls for each draw: fresh noise from `generator`, or, when `noise`
+        (noise_draws(), B, chunk_size, action_dim) is given, its rows in order (so that an exported
+        graph and eager sampling can be compared on the same noise)."""
+        if noise is None:
+            return lambda: self.noise(cond, generator)
+        c = self.config
+        expected = (self.noise_draws(), cond.batch_size, c.chunk_size, c.action_dim)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"{type(self).__name__}: noise of shape {tuple(noise.shape)}, expected {expected}")
+        draws = iter(noise.to(device=cond.device, dtype=cond.dtype).unbind(0))
+        return lambda: next(draws)
 
 
 def masked_mean(values: torch.Tensor, action_is_pad: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,9 @@ class DiffusionHead(ActionHead):
         self.denoiser = ChunkDenoiser(config)
         betas = make_betas(config.beta_schedule, config.n_train_steps)  # (T,) float64
         self.alpha_bars: tuple[float, ...] = tuple(alpha_bars(betas).tolist())  # kept in float64
+        with torch.device("cpu"):  # Python values made once, so that sampling traces (torch.export) as constants
+            timesteps, self.eta = config.sampling_plan()
+        self.timesteps: tuple[int, ...] = tuple(timesteps)
 
     def loss(
         self, cond: Conditioning, actions: torch.Tensor, action_is_pad: torch.Tensor | None = None
@@ -105,14 +108,20 @@ class DiffusionHead(ActionHead):
 
     supports_inpainting = True  # RTC's guided sampling (heads.guidance)
 
+    def noise_draws(self) -> int:
+        """The starting noise, then one draw per visited timestep when eta > 0."""
+        return 1 + (len(self.timesteps) if self.eta > 0 else 0)
+
     @torch.no_grad()
     def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
-               inpaint: Inpainting | None = None) -> torch.Tensor:
-        """A chunk; with `inpaint`, one that agrees with its target where its weights say so."""
+               inpaint: Inpainting | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """A chunk; with `inpaint`, one that agrees with its target where its weights say so.
+        `noise` (noise_draws(), B, k, A): the draws, in order, instead of draws from `generator`."""
         self.check_inputs(cond)
         if inpaint is not None:
             inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
-        timesteps, eta = self.config.sampling_plan()
+        timesteps, eta = self.timesteps, self.eta
+        draw = self.noise_source(cond, generator, noise)
 
         def step(x: torch.Tensor, t: float, t_prev: float) -> torch.Tensor:
             abar = self.alpha_bars[int(t)]
@@ -121,10 +130,10 @@ class DiffusionHead(ActionHead):
                 predict = guided_noise(predict, inpaint, math.sqrt(abar), math.sqrt(1.0 - abar))
             eps = predict(x)  # (B, k, A)
             abar_prev = self.alpha_bars[int(t_prev)] if t_prev >= 0 else 1.0  # past step 0: clean
-            noise = self.noise(cond, generator) if eta > 0 else None
-            return ddim_update(x, eps, abar, abar_prev, eta, noise, self.config.clip_sample)
+            step_noise = draw() if eta > 0 else None
+            return ddim_update(x, eps, abar, abar_prev, eta, step_noise, self.config.clip_sample)
 
-        return integrate(self.noise(cond, generator), [*timesteps, -1], step)
+        return integrate(draw(), [*timesteps, -1], step)
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,9 @@ class EDMHead(ActionHead):
     def __init__(self, config: EDMConfig) -> None:
         super().__init__(config)
         self.denoiser = ChunkDenoiser(config)
+        with torch.device("cpu"):  # Python floats made once, so that sampling traces as constants
+            self.sigmas = tuple(karras_sigmas(config.n_sample_steps, config.sigma_min, config.sigma_max,
+                                              config.rho).tolist())  # sigma_max .. 0
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """D(x; sigma): the preconditioned estimate of the clean chunk; x (B, k, A), sigma (B,)."""
@@ -178,13 +190,19 @@ class EDMHead(ActionHead):
         loss = masked_mean(weight * (self.denoise(noisy, sigma, cond) - actions) ** 2, action_is_pad)
         return loss, {"loss": loss.item()}
 
+    def noise_draws(self) -> int:
+        return 1
+
     @torch.no_grad()
-    def sample(self, cond: Conditioning, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise` (1, B, k, A): the starting noise (before scaling by sigma_max) instead of a draw."""
         self.check_inputs(cond)
         c = self.config
-        sigmas = karras_sigmas(c.n_sample_steps, c.sigma_min, c.sigma_max, c.rho).tolist()  # sigma_max .. 0
+        sigmas = self.sigmas
 
         def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
             return (x - self.denoise(x, x.new_full((x.shape[0],), sigma), cond)) / sigma  # dx/dsigma
 
-        return integrate(sigmas[0] * self.noise(cond, generator), sigmas, ode_step(velocity, c.solver))
+        start = self.noise_source(cond, generator, noise)()
+        return integrate(sigmas[0] * start, sigmas, ode_step(velocity, c.solver))

@@ -72,6 +72,8 @@ class FlowHead(ActionHead):
         gets this head's loss and sampling loop unchanged."""
         super().__init__(config)
         self.denoiser = denoiser if denoiser is not None else ChunkDenoiser(config)
+        # noise -> actions; Python floats made once, so that sampling traces (torch.export) as constants
+        self.sample_times = tuple(torch.linspace(1.0, 0.0, config.n_sample_steps + 1, device="cpu").tolist())
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """v(x, t): x (B, k, A), t (B,) in [0, 1] -> (B, k, A)."""
@@ -94,12 +96,16 @@ class FlowHead(ActionHead):
         mse = masked_mean((self.velocity(x_t, t, cond) - target) ** 2, action_is_pad)
         return mse, {"loss": mse.item(), "velocity_mse": mse.item()}
 
+    def noise_draws(self) -> int:
+        return 1
+
     @torch.no_grad()
     def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
-               inpaint: Inpainting | None = None) -> torch.Tensor:
-        """A chunk; with `inpaint`, one that agrees with its target where its weights say so."""
+               inpaint: Inpainting | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """A chunk; with `inpaint`, one that agrees with its target where its weights say so.
+        `noise` (1, B, k, A): the starting noise instead of a draw from `generator`."""
         self.check_inputs(cond)
-        times = torch.linspace(1.0, 0.0, self.config.n_sample_steps + 1).tolist()  # noise -> actions
+        times = self.sample_times
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             return self.velocity(x, x.new_full((x.shape[0],), t), cond)
@@ -107,4 +113,5 @@ class FlowHead(ActionHead):
         if inpaint is not None:
             inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
             velocity = guided(velocity, inpaint)
-        return integrate(self.noise(cond, generator), times, ode_step(velocity, self.config.solver))
+        start = self.noise_source(cond, generator, noise)()
+        return integrate(start, times, ode_step(velocity, self.config.solver))
