@@ -24,7 +24,7 @@ import dataclasses
 import json
 import types
 import typing
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import torch
 
@@ -180,9 +180,19 @@ class VLAConfig(Config, abc.ABC):
         """Observation steps per training sample, the current one included (see the contract)."""
         return 1
 
-    @abc.abstractmethod
+    # The framework's nn.Module, taking this config first: set by @builds on that class.
+    model_class: ClassVar[type[torch.nn.Module] | None] = None
+
     def create(self) -> torch.nn.Module:
         """Build the framework's module (randomly initialised) from this config."""
+        return self._model_class()(self)
+
+    def _model_class(self) -> type[torch.nn.Module]:
+        model_class = type(self).model_class
+        if model_class is None:
+            raise TypeError(f"{type(self).__name__}: no module is declared for it (decorate the "
+                            f"framework's nn.Module with @builds({type(self).__name__}))")
+        return model_class
 
     def fake_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
         """A random batch in the contract above, with the last steps of the first sample padded and,
@@ -204,3 +214,14 @@ class VLAConfig(Config, abc.ABC):
             batch["observation_is_pad"] = torch.zeros(batch_size, T, dtype=torch.bool)
             batch["observation_is_pad"][0, :-1] = True
         return batch
+
+
+M = TypeVar("M", bound=type)
+
+
+def builds(config_class: type[VLAConfig]) -> Callable[[M], M]:
+    """Class decorator of a framework's nn.Module: `config_class(...).create()` builds it."""
+    def declare(model_class: M) -> M:
+        config_class.model_class = model_class
+        return model_class
+    return declare

@@ -156,3 +156,23 @@ def test_entry_point_plugin_is_loaded_lazily(clean_registry, tmp_path, monkeypat
     model = create_vla("toy_plugin", state_dim=2, hidden=5)
     assert isinstance(model, torch.nn.Linear) and model.out_features == 5
     assert get_vla_config("toy_plugin").framework == "toy_plugin"
+
+
+def test_a_framework_config_creates_the_module_declared_with_builds():
+    from librobot_models.config import builds
+
+    @dataclass(frozen=True)
+    class LonelyConfig(VLAConfig):
+        pass
+
+    with pytest.raises(TypeError, match=r"decorate the framework's nn.Module with @builds\(LonelyConfig\)"):
+        LonelyConfig().create()
+
+    @builds(LonelyConfig)
+    class Lonely(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+
+    model = LonelyConfig(chunk_size=3).create()
+    assert isinstance(model, Lonely) and model.config.chunk_size == 3

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from librobot_models.config import VLAConfig, is_int, is_number
+from librobot_models.config import VLAConfig, builds, is_int, is_number
+from librobot_models.frameworks.common import (
+    check_attention_width,
+    check_bools,
+    check_dropout,
+    check_positive_ints,
+    check_vision_channels,
+)
 from librobot_models.layers import (
     ACTIVATIONS,
     ConvImageEncoder,
@@ -63,38 +70,18 @@ class ACTConfig(VLAConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in (
-            "dim_model",
-            "n_heads",
-            "dim_feedforward",
-            "n_encoder_layers",
-            "n_decoder_layers",
-            "latent_dim",
-        ):
-            value = getattr(self, name)
-            self.check(name, is_int(value) and value > 0, "an int > 0")
+        check_positive_ints(self, "dim_model", "n_heads", "dim_feedforward", "n_encoder_layers",
+                            "n_decoder_layers", "latent_dim")
         self.check(
             "n_vae_encoder_layers",
-            is_int(self.n_vae_encoder_layers) and self.n_vae_encoder_layers >= 0,
-            "an int >= 0",
+            is_int(self.n_vae_encoder_layers) and self.n_vae_encoder_layers >= (1 if self.use_vae else 0),
+            "an int >= 0, and > 0 when use_vae is true",
         )
-        if self.use_vae:
-            self.check(
-                "n_vae_encoder_layers", self.n_vae_encoder_layers > 0, "an int > 0 when use_vae is true"
-            )
-        self.check("dim_model", self.dim_model % self.n_heads == 0, f"a multiple of n_heads ({self.n_heads})")
-        self.check("dim_model", self.dim_model % 4 == 0, "a multiple of 4 (2D sinusoidal positions)")
-        self.check(
-            "vision_channels",
-            isinstance(self.vision_channels, tuple)
-            and len(self.vision_channels) > 0
-            and all(is_int(c) and c > 0 and c % 8 == 0 for c in self.vision_channels),
-            "a non-empty list of channel counts, each a multiple of 8",
-        )
+        check_attention_width(self, "dim_model")
+        check_vision_channels(self)
         self.check("activation", self.activation in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}")
-        self.check("pre_norm", isinstance(self.pre_norm, bool), "true or false")
-        self.check("use_vae", isinstance(self.use_vae, bool), "true or false")
-        self.check("dropout", is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
+        check_bools(self, "pre_norm", "use_vae")
+        check_dropout(self)
         self.check("kl_weight", is_number(self.kl_weight) and self.kl_weight >= 0, "a number >= 0")
         self.check(
             "temporal_ensemble_coeff",
@@ -103,10 +90,8 @@ class ACTConfig(VLAConfig):
             "null or a number >= 0 (ACT used 0.01)",
         )
 
-    def create(self) -> ACT:
-        return ACT(self)
 
-
+@builds(ACTConfig)
 class ACT(nn.Module):
     """The ACT network; `compute_loss` and `sample_actions` are the model contract."""
 

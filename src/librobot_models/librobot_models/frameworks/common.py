@@ -30,7 +30,7 @@ from torch import nn
 from librobot_models.adapters import apply_lora
 from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vlm_config, variant_of
 from librobot_models.backbones.base import DTYPES
-from librobot_models.config import VLAConfig, is_int
+from librobot_models.config import VLAConfig, is_int, is_number
 from librobot_models.heads import ActionHead, Conditioning, Inpainting
 from librobot_models.registry import VLMS
 
@@ -38,6 +38,23 @@ from librobot_models.registry import VLMS
 def check_positive_ints(config: VLAConfig, *names: str) -> None:
     for name in names:
         config.check(name, is_int(getattr(config, name)) and getattr(config, name) > 0, "an int > 0")
+
+
+def check_bools(config: VLAConfig, *names: str) -> None:
+    for name in names:
+        config.check(name, isinstance(getattr(config, name), bool), "true or false")
+
+
+def check_dropout(config: VLAConfig, name: str = "dropout") -> None:
+    config.check(name, is_number(getattr(config, name)) and 0.0 <= getattr(config, name) < 1.0,
+                 "a number in [0, 1)")
+
+
+def check_attention_width(config: VLAConfig, dim: str, n_heads: str = "n_heads") -> None:
+    """A transformer width with 2D sinusoidal positions: divisible by the heads and by 4."""
+    heads = getattr(config, n_heads)
+    config.check(dim, getattr(config, dim) % heads == 0, f"a multiple of {n_heads} ({heads})")
+    config.check(dim, getattr(config, dim) % 4 == 0, "a multiple of 4 (2D sinusoidal positions)")
 
 
 def check_vision_channels(config: VLAConfig, name: str = "vision_channels") -> None:
@@ -96,6 +113,11 @@ class VLMFrameworkConfig(HeadedConfig):
 
     def head_cond_dim(self) -> int:
         return self.cond_dim
+
+    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> VLMFramework:
+        """The framework around its VLM: random weights, or the VLM's from a local directory
+        (`vlm_pretrained`), with a tokenizer of the caller's if given."""
+        return self._model_class()(self, vlm_pretrained, vlm_tokenizer)
 
     def validate(self) -> None:
         super().validate()

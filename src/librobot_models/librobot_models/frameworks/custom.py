@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from librobot_models.config import VLAConfig
+from librobot_models.config import VLAConfig, builds
 from librobot_models.frameworks.common import HeadedFramework, check_positive_ints, check_vision_channels
 from librobot_models.heads import Conditioning, HeadConfig, head_config
 from librobot_models.layers import ImageTokenizer, MLPStateEncoder
@@ -73,10 +73,8 @@ class CustomConfig(VLAConfig):
         shapes = {"action_dim": self.action_dim, "chunk_size": self.chunk_size, "cond_dim": self.dim}
         return head_config(self.head, **self.head_config, **shapes)
 
-    def create(self) -> Custom:
-        return Custom(self)
 
-
+@builds(CustomConfig)
 class Custom(HeadedFramework):
     def __init__(self, config: CustomConfig) -> None:
         super().__init__()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from librobot_models.config import is_int, is_number
+from librobot_models.config import builds, is_int, is_number
 from librobot_models.frameworks.common import (
     VLMFramework,
     VLMFrameworkConfig,
@@ -69,10 +69,8 @@ class GR00TConfig(VLMFrameworkConfig):
             f"a multiple of vl_adapter_heads ({self.vl_adapter_heads})",
         )
 
-    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> GR00T:
-        return GR00T(self, vlm_pretrained, vlm_tokenizer)
 
-
+@builds(GR00TConfig)
 class GR00T(VLMFramework):
     def __init__(
         self, config: GR00TConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None

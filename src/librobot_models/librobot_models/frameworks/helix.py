@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from librobot_models.config import is_number
+from librobot_models.config import builds, is_number
 from librobot_models.frameworks.common import (
     VLMFramework,
     VLMFrameworkConfig,
+    check_dropout,
     check_positive_ints,
     check_vision_channels,
     instructions,
@@ -75,12 +76,10 @@ class HelixConfig(VLMFrameworkConfig):
             "cond_dim", self.cond_dim % self.s1_heads == 0, f"a multiple of s1_heads ({self.s1_heads})"
         )
         self.check("cond_dim", self.cond_dim % 4 == 0, "a multiple of 4 (2D sinusoidal positions)")
-        self.check("dropout", is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
-
-    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> Helix:
-        return Helix(self, vlm_pretrained, vlm_tokenizer)
+        check_dropout(self)
 
 
+@builds(HelixConfig)
 class Helix(VLMFramework):
     def __init__(
         self, config: HelixConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None

@@ -32,10 +32,13 @@ import torch
 from torch import nn
 
 from librobot_models.backbones import build_tokenizer
-from librobot_models.config import is_int, is_number
+from librobot_models.config import builds, is_int
 from librobot_models.frameworks.common import (
     HeadedConfig,
     HeadedFramework,
+    check_attention_width,
+    check_bools,
+    check_dropout,
     check_positive_ints,
     check_vision_channels,
     instructions,
@@ -97,19 +100,16 @@ class OctoConfig(HeadedConfig):
             "an int >= 257 (256 bytes + pad)",
         )
         check_vision_channels(self)
-        self.check("dim", self.dim % self.n_heads == 0, f"a multiple of n_heads ({self.n_heads})")
-        self.check("dim", self.dim % 4 == 0, "a multiple of 4 (2D sinusoidal positions)")
-        self.check("use_state", isinstance(self.use_state, bool), "true or false")
-        self.check("dropout", is_number(self.dropout) and 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
+        check_attention_width(self, "dim")
+        check_bools(self, "use_state")
+        check_dropout(self)
 
     @property
     def observation_history(self) -> int:
         return self.history_window
 
-    def create(self) -> Octo:
-        return Octo(self)
 
-
+@builds(OctoConfig)
 class Octo(HeadedFramework):
     def __init__(self, config: OctoConfig) -> None:
         super().__init__()

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from librobot_models.frameworks.common import VLMFramework, VLMFrameworkConfig, VLMProjection
+from librobot_models.config import builds
+from librobot_models.frameworks.common import VLMFramework, VLMFrameworkConfig, VLMProjection, check_bools
 from librobot_models.heads import Conditioning, MLPOFTConfig, MLPOFTHead
 from librobot_models.layers import MLPStateEncoder
 from librobot_models.registry import register_vla
@@ -39,12 +40,10 @@ class OpenVLAConfig(VLMFrameworkConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check("use_state", isinstance(self.use_state, bool), "true or false")
-
-    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> OpenVLA:
-        return OpenVLA(self, vlm_pretrained, vlm_tokenizer)
+        check_bools(self, "use_state")
 
 
+@builds(OpenVLAConfig)
 class OpenVLA(VLMFramework):
     def __init__(
         self, config: OpenVLAConfig, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from librobot_models.config import builds
 from librobot_models.frameworks.common import VLMFramework, VLMFrameworkConfig, VLMProjection
 from librobot_models.heads import Conditioning, FlowHead, HeadConfig, RectifiedFlowConfig
 from librobot_models.layers import MLP, Attention, Sublayer, sinusoidal_1d
@@ -45,9 +46,6 @@ class Pi0Config(VLMFrameworkConfig):
             hidden_dim=256, n_layers=4, n_heads=4, time_sampling="beta", n_sample_steps=10
         )
     )
-
-    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> Pi0:
-        return Pi0(self, vlm_pretrained, vlm_tokenizer)
 
 
 class JointAttentionLayer(nn.Module):
@@ -116,6 +114,7 @@ class ActionExpert(nn.Module):
         return self.action_out(self.norm(h[:, 1:]))  # (B, k, A)
 
 
+@builds(Pi0Config)
 class Pi0(VLMFramework):
     def __init__(
         self, config: Pi0Config, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from librobot_models.config import is_number
-from librobot_models.frameworks.common import VLMFramework, VLMFrameworkConfig, VLMProjection
+from librobot_models.config import builds, is_number
+from librobot_models.frameworks.common import VLMFramework, VLMFrameworkConfig, VLMProjection, check_bools
 from librobot_models.heads import AutoregressiveConfig, AutoregressiveHead, Conditioning
 from librobot_models.registry import register_vla
 
@@ -48,13 +48,11 @@ class RT2Config(VLMFrameworkConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check("use_state", isinstance(self.use_state, bool), "true or false")
+        check_bools(self, "use_state")
         self.check("action_range", is_number(self.action_range) and self.action_range > 0, "a number > 0")
 
-    def create(self, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None) -> RT2:
-        return RT2(self, vlm_pretrained, vlm_tokenizer)
 
-
+@builds(RT2Config)
 class RT2(VLMFramework):
     def __init__(
         self, config: RT2Config, vlm_pretrained: str | Path | None = None, vlm_tokenizer: Any = None
