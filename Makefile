@@ -31,7 +31,7 @@ pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 3
 	@$(ENV) && bash scripts/pipeline.sh
 
 bench: setup  ## speed benchmarks, each against a baseline measured in the same run
-	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py && python benchmarks/bench_execution.py && python benchmarks/bench_node.py && python benchmarks/bench_feetech.py
+	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py && python benchmarks/bench_execution.py && python benchmarks/bench_node.py && python benchmarks/bench_feetech.py && python benchmarks/bench_serve.py && python benchmarks/bench_export.py
 
 clean:  ## remove build products (keeps .venv and .ros/venv)
 	rm -rf build install log .ros/build .ros/install .ros/log
