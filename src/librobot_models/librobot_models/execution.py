@@ -18,9 +18,9 @@ Modes:
   the oldest (m = 0.01 by default: older predictions count slightly more), normalised.
 - `rtc` (real-time chunking): the targets that ran during the inference delay stay those
   already committed by the previous chunk; over the rest of the overlap the new chunk takes over,
-  the old chunk's weight falling from 1 to 0 along a smoothstep. For a flow-matching or DDPM/DDIM policy
-  the new chunk is also sampled to agree with the plan (RTC's guided inpainting, heads.guidance):
-  `inpainting(start_s, steps)` gives the targets and weights to pass to Policy.infer, 1 for the
+  the old chunk's weight falling from 1 to 0 along a smoothstep. For a flow-matching or diffusion
+  (DDPM/DDIM, EDM) policy the new chunk is also sampled to agree with the plan (RTC's guided
+  inpainting, heads.guidance): `inpainting(start_s, steps)` gives the targets and weights to pass to Policy.infer, 1 for the
   d steps that run before the chunk can arrive, then RTC's exponentially decaying soft mask over
   the rest of the overlap, 0 beyond it. Every executor measures the delay d = ceil(latency /
   period) online (`delay_steps`; the node reports it on /diagnostics).

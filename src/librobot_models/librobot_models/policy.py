@@ -277,7 +277,7 @@ class Policy:
         if inpaint is not None:
             if not self.supports_inpainting:
                 raise ValueError(f"{self.framework}: its action head cannot inpaint a chunk (RTC "
-                                 "guidance needs a flow-matching or DDPM/DDIM head, run by torch)")
+                                 "guidance needs a flow-matching, DDPM/DDIM or EDM head, run by torch)")
             with torch.no_grad():  # the guidance differentiates through the network: no inference_mode
                 actions = self.model.sample_actions(batch, inpaint=self._inpainting(*inpaint))
         else:

@@ -139,7 +139,7 @@ def test_quantile_tokenizer_must_be_fitted_and_travels_in_the_state_dict():
     again.loss(make_cond(), make_actions())  # fitted state came with the weights
 
 
-@pytest.mark.parametrize("name", ["rectified_flow", "ot_cfm", "ddim", "ddpm"])
+@pytest.mark.parametrize("name", ["rectified_flow", "ot_cfm", "ddim", "ddpm", "edm"])
 def test_rtc_guidance_makes_a_chunk_agree_with_the_frozen_steps(name):
     """RTC's guided sampling (heads.guidance): the steps weighted 1 come out at the target, the
     free ones (weight 0) stay close to what the same noise gives unguided (DDPM draws fresh
@@ -168,5 +168,4 @@ def test_rtc_guidance_makes_a_chunk_agree_with_the_frozen_steps(name):
 def test_heads_that_cannot_be_guided_say_so():
     from librobot_models.heads import create_head
 
-    assert not create_head("edm", action_dim=2, chunk_size=4, cond_dim=8, hidden_dim=16, n_heads=2).supports_inpainting
     assert not create_head("mlp_oft", action_dim=2, chunk_size=4, cond_dim=8, hidden_dim=16, n_heads=2).supports_inpainting

@@ -67,8 +67,8 @@ def rollout(
     the simulation keeps running while the model infers, and the chunk takes effect `latency_s`
     after its observation (None: the measured inference time). The executor (`execution`, see
     librobot_models.execution) turns the chunks into the targets the follower tracks; with rtc
-    and a flow-matching or DDPM/DDIM policy the chunks are sampled with RTC's guidance (`guidance=False`: the
-    blend alone, for comparison)."""
+    and a flow-matching or diffusion policy the chunks are sampled with RTC's guidance
+    (`guidance=False`: the blend alone, for comparison)."""
     period = 1.0 / policy.rate_hz
     episodes = EpisodeManager(EpisodeSchedule(episodes=1, first_seed=seed, time_limit_s=time_limit_s,
                                               pause_s=0.0))

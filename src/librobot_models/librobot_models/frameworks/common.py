@@ -217,7 +217,7 @@ class HeadedFramework(nn.Module, abc.ABC):
             return self.head.sample(self.conditioning(obs), generator)
         if not self.head.supports_inpainting:
             raise ValueError(f"{type(self.head).__name__} cannot inpaint a chunk (RTC guidance needs a "
-                             "flow-matching or DDPM/DDIM head)")
+                             "flow-matching, DDPM/DDIM or EDM head)")
         return self.head.sample(self.conditioning(obs), generator, inpaint=inpaint)
 
 

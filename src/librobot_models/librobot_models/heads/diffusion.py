@@ -24,7 +24,7 @@ import torch
 from librobot_models.config import is_int, is_number
 from librobot_models.heads.base import ActionHead, Conditioning, HeadConfig, hold_last_valid, masked_mean
 from librobot_models.heads.denoiser import ChunkDenoiser
-from librobot_models.heads.guidance import Inpainting, guided_noise
+from librobot_models.heads.guidance import Inpainting, guided_clean, guided_noise
 from librobot_models.heads.sampling import ODE_METHODS, ddim_update, integrate, ode_step
 from librobot_models.heads.schedules import (
     BETA_SCHEDULES,
@@ -190,19 +190,27 @@ class EDMHead(ActionHead):
         loss = masked_mean(weight * (self.denoise(noisy, sigma, cond) - actions) ** 2, action_is_pad)
         return loss, {"loss": loss.item()}
 
+    supports_inpainting = True  # RTC's guided sampling (heads.guidance), on the denoiser's estimate
+
     def noise_draws(self) -> int:
         return 1
 
     @torch.no_grad()
     def sample(self, cond: Conditioning, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
-        """`noise` (1, B, k, A): the starting noise (before scaling by sigma_max) instead of a draw."""
+               inpaint: Inpainting | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """A chunk; with `inpaint`, one that agrees with its target where its weights say so.
+        `noise` (1, B, k, A): the starting noise (before scaling by sigma_max) instead of a draw."""
         self.check_inputs(cond)
+        if inpaint is not None:
+            inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
         c = self.config
         sigmas = self.sigmas
 
         def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            return (x - self.denoise(x, x.new_full((x.shape[0],), sigma), cond)) / sigma  # dx/dsigma
+            denoise = lambda x: self.denoise(x, x.new_full((x.shape[0],), sigma), cond)  # noqa: E731
+            if inpaint is not None:
+                denoise = guided_clean(denoise, inpaint, 1.0, sigma)
+            return (x - denoise(x)) / sigma  # dx/dsigma
 
         start = self.noise_source(cond, generator, noise)()
         return integrate(sigmas[0] * start, sigmas, ode_step(velocity, c.solver))

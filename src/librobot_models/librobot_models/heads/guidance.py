@@ -21,7 +21,8 @@ Diffusion heads (DDPM/DDIM, x = s a + n eps with s = sqrt(abar), n = sqrt(1 - ab
 correction written on their clean estimate: rescaled to the flow's form (x / (s + n): t = n / (s +
 n), tau = s / (s + n)), the flow's step moves a_hat by t c g_flow, which in x's units is
 a_hat <- a_hat + n c g with g = (W (Y - a_hat))^T d a_hat / d x; the noise estimate handed to the
-DDIM update is then the one that agrees with the corrected a_hat.
+DDIM update is then the one that agrees with the corrected a_hat. EDM (x = a + sigma eps, its
+denoiser the clean estimate itself) is the case s = 1, n = sigma.
 """
 
 from __future__ import annotations
@@ -76,20 +77,26 @@ def guided(velocity: Velocity, inpaint: Inpainting) -> Velocity:
     return v
 
 
-def guided_noise(predict_noise, inpaint: Inpainting, signal: float, noise: float):
-    """A DDPM/DDIM noise prediction, x -> eps(x), with RTC's guidance at the level where
-    x = signal * a + noise * eps (see the module docstring)."""
+def guided_clean(clean, inpaint: Inpainting, signal: float, noise: float):
+    """A clean-chunk estimate, x -> a_hat(x), with RTC's guidance at the level where
+    x = signal * a + noise * eps (see the module docstring): EDM's denoiser D(x; sigma) is one
+    (signal 1, noise sigma)."""
     weights = inpaint.weights.view(1, -1, 1)
     tau = signal / (signal + noise)
 
-    def eps(x: torch.Tensor) -> torch.Tensor:
+    def estimate(x: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            e = predict_noise(x)
-            predicted = (x - noise * e) / signal  # the clean chunk
+            predicted = clean(x)
             error = (inpaint.target.to(predicted.dtype) - predicted) * weights.to(predicted.dtype)
             (grad,) = torch.autograd.grad(predicted, x, grad_outputs=error)
-        corrected = predicted.detach() + noise * guidance_scale(1.0 - tau, inpaint.max_guidance) * grad
-        return (x.detach() - signal * corrected) / noise
+        return predicted.detach() + noise * guidance_scale(1.0 - tau, inpaint.max_guidance) * grad
 
-    return eps
+    return estimate
+
+
+def guided_noise(predict_noise, inpaint: Inpainting, signal: float, noise: float):
+    """A DDPM/DDIM noise prediction, x -> eps(x), with RTC's guidance: the noise that agrees with
+    the guided clean estimate."""
+    clean = guided_clean(lambda x: (x - noise * predict_noise(x)) / signal, inpaint, signal, noise)
+    return lambda x: (x.detach() - signal * clean(x)) / noise
