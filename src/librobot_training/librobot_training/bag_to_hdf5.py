@@ -65,6 +65,7 @@ from librobot_drivers.embodiment import Embodiment, load_embodiment
 from librobot_training.conversion.base import (
     ACTION_SOURCES,
     COMPRESSIONS,
+    INT64_MAX,
     ConversionError,
     RESERVED_CAMERA_NAMES,
     STOP_REQUESTED,
@@ -174,7 +175,8 @@ def _episode_plans(
     ends by the time all sampled streams are complete (Recording.complete_until_ns), so its frames
     are those the whole bag would give; an episode that has no complete sample before then is
     skipped, unless no episode is left. So is one without a complete sample that began before the
-    recording did (`ros2 bag record` started in the middle of it).
+    recording did (`ros2 bag record` started in the middle of it) or had not ended when the
+    recording stopped.
     """
     sensors = rec.sensors()
     if options.max_age_s is not None:
@@ -199,11 +201,14 @@ def _episode_plans(
         except ConversionError as err:
             failure = ConversionError(f"bag {rec.path}, {label}: {err}")
             # Incomplete because the recording began during it (a recorder started late) or ended
-            # during it (a truncated bag): skipped; any other episode that cannot be sampled fails.
+            # during it (a truncated bag, or one stopped before the episode's END): skipped; any
+            # other episode that cannot be sampled fails.
             began_before = window.start_ns < recorded_from
-            if cut.end_ns == window.end_ns and not began_before:
+            never_ended = window.end_ns == INT64_MAX
+            if cut.end_ns == window.end_ns and not began_before and not never_ended:
                 raise failure from None
-            skipped.append(f"{label} (began before the recording)" if began_before else label)
+            skipped.append(f"{label} (began before the recording)" if began_before else
+                           f"{label} (the recording stopped during it)" if never_ended else label)
             continue
         plans.append((window, plan))
     if not plans:  # every episode was skipped: report the last one's failure

@@ -833,8 +833,10 @@ def test_main_prints_the_warning_as_one_line_on_stderr(tmp_path, capsys):
 
 
 def test_episode_without_a_complete_sample_before_the_cut_is_skipped(tmp_path, caplog):
-    """The last episode starts after the camera's last message: in a closed bag that is an error
-    (the camera has no message in it); in a truncated bag, that episode is what was lost."""
+    """The last episode starts after the camera's last message and never ends: in a closed bag the
+    recorder was stopped during it (`ros2 bag record` stopped with Ctrl-C just after a START), in a
+    truncated bag it is what was lost; skipped either way. An episode that did end, without a
+    complete sample, is still an error."""
     caplog.set_level(logging.WARNING)
     messages = synthetic_messages(seconds=5.05, events=False)  # camera until 5.00 s, joints 5.04 s
     for rel, args in ((0.5, (0, 0, 7, "stack")), (2.9, (1, 0, 7, "", True)), (5.02, (0, 1, 8))):
@@ -842,9 +844,17 @@ def test_episode_without_a_complete_sample_before_the_cut_is_skipped(tmp_path, c
         messages.append(
             ("/episode_events", "librobot_msgs/msg/EpisodeEvent", t, episode_event(t, *args))
         )
-    bag = write_bag(tmp_path / "bag", messages)
+    end = T0 + int(5.04 * S)
+    ended = [*messages, ("/episode_events", "librobot_msgs/msg/EpisodeEvent", end, episode_event(end, 1, 1, 8, "", True))]
     with pytest.raises(ConversionError, match="episode 1: no complete sample"):
-        convert([bag], tmp_path / "closed", front_only(), spec=SPEC)
+        convert([write_bag(tmp_path / "ended", ended)], tmp_path / "closed_ended", front_only(), spec=SPEC)
+    bag = write_bag(tmp_path / "bag", messages)
+    (closed,) = convert([bag], tmp_path / "closed", front_only(), spec=SPEC).episodes
+    assert closed["source_episode_index"] == 0 and closed["success"] == 1
+    (warning,) = bag_warnings(caplog)
+    assert warning.endswith(": episode 1 (the recording stopped during it) had no complete sample in "
+                            "the recording and was skipped")
+    caplog.clear()
     (mcap,) = bag.glob("*.mcap")
     data = mcap.read_bytes()
     mcap.write_bytes(data[: mcap_summary_start(data)])
@@ -857,7 +867,8 @@ def test_episode_without_a_complete_sample_before_the_cut_is_skipped(tmp_path, c
     assert episode["grid_steps"] == 25 and episode["frames"] == 22  # as in the closed bag
     assert episode["truncated"] is True
     (warning,) = bag_warnings(caplog)
-    assert warning.endswith("; episode 1 had no complete sample in the recording and was skipped")
+    assert warning.endswith("; episode 1 (the recording stopped during it) had no complete sample in "
+                            "the recording and was skipped")
 
 
 def test_episodes_that_ended_before_a_late_recorder_started_are_skipped(tmp_path, caplog):
