@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from librobot_drivers.trajectory import chunk_velocities
+from librobot_drivers.trajectory import Trajectory, chunk_velocities
 from librobot_models.execution import ChunkExecutor
 from librobot_models.safety import SafetyFilter, UnsafeCommand
 
@@ -28,6 +28,12 @@ class ScheduledChunk:
     time_from_start: np.ndarray  # (N,) seconds
     positions: np.ndarray  # (N, D)
     velocities: np.ndarray  # (N, D), for cubic interpolation; the last point at rest
+
+    def sample(self, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Position and velocity (D,) it commands at `t_ns`, interpolated cubically as the
+        controller does (held before the first point and after the last)."""
+        times = self.start_ns * NS + self.time_from_start
+        return Trajectory(times, self.positions, self.velocities, cubic=True).sample(t_ns * NS)
 
 
 def schedule_chunk(

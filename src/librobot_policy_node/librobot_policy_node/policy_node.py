@@ -59,11 +59,11 @@ from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.images import decode_image
 from librobot_drivers.kinematics import UrdfKinematics
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
-from librobot_drivers.trajectory import Trajectory
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
 from librobot_models.safety import SafetyFilter, SafetyLimits
 from librobot_models.serving import PolicyUnavailable
+from librobot_models.serving.client import SCHEMES, canonical_endpoint
 from librobot_policy_node import diagnostics
 from librobot_policy_node.loading import BackgroundLoader
 from librobot_policy_node.markers import chunk_markers
@@ -252,21 +252,24 @@ class PolicyNode(LifecycleNode):
         one the node configures empty and a later `checkpoint` set loads it."""
         checkpoint = self.get_parameter("checkpoint").value
         framework = self.get_parameter("framework").value
-        start = self.policy_endpoint or checkpoint  # a policy server, when one is given
-        if not start and framework:
+        start, problem = checkpoint, None
+        if self.policy_endpoint:  # a policy server runs the model
+            try:
+                start = self.policy_endpoint = canonical_endpoint(self.policy_endpoint)
+            except ValueError as err:
+                problem = str(err)
+        elif not start and framework:
             start, problem = self._framework_checkpoint(framework, self.models)
-            if problem:
-                self._set_state(PolicyStatus.STATE_ERROR, problem)
-                self.get_logger().error(self._message)
-                return TransitionCallbackReturn.FAILURE
-        if start:
+        if not problem and start:
             self._apply_torch_threads()
             try:
                 self._install(self._load_policy(start), start)
             except Exception as err:  # stays unconfigured, says why
-                self._set_state(PolicyStatus.STATE_ERROR, f"could not load {start}: {err}")
-                self.get_logger().error(self._message)
-                return TransitionCallbackReturn.FAILURE
+                problem = f"could not load {start}: {err}"
+        if problem:
+            self._set_state(PolicyStatus.STATE_ERROR, problem)
+            self.get_logger().error(self._message)
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -307,7 +310,10 @@ class PolicyNode(LifecycleNode):
         endpoint = changes.get("policy_endpoint", self.policy_endpoint)
         if "policy_endpoint" in changes:  # to a server, or ("") back to the local checkpoint
             if endpoint:
-                problem = self._endpoint_problem(endpoint)
+                try:
+                    endpoint = canonical_endpoint(endpoint)
+                except ValueError as err:
+                    problem = str(err)
             elif not (checkpoint or self.get_parameter("checkpoint").value):
                 problem = "policy_endpoint '': no local checkpoint to return to (set checkpoint first)"
             else:
@@ -412,7 +418,7 @@ class PolicyNode(LifecycleNode):
     def _load_policy(self, source: str):
         """Load and warm up a checkpoint, or connect to a policy server (`source` grpc://...), on
         the loader thread or at start-up; raises with the reason when it cannot drive this robot."""
-        if self._endpoint_problem(source) is None:
+        if source.startswith(SCHEMES):
             from librobot_models.serving.client import RemotePolicy
 
             policy = RemotePolicy(source, timeout_s=self.policy_timeout_s, root_cert=self.policy_root_cert,
@@ -435,17 +441,6 @@ class PolicyNode(LifecycleNode):
         policy = Policy.from_checkpoint(source, device=self.device)
         self._warm_up(policy)
         return policy
-
-    @staticmethod
-    def _endpoint_problem(endpoint: str) -> str | None:
-        """Why `endpoint` is not a policy server address (None if it is one)."""
-        from librobot_models.serving.client import parse_endpoint
-
-        try:
-            parse_endpoint(endpoint)
-        except ValueError as err:
-            return str(err)
-        return None
 
     def _take_loaded(self) -> None:
         """Swap in a model the loader finished (on the inference thread, between two chunks)."""
@@ -706,8 +701,7 @@ class PolicyNode(LifecycleNode):
         chunk = self._last_chunk
         if chunk is None or self._holding:
             return None
-        times = chunk.start_ns * 1e-9 + chunk.time_from_start
-        return Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)[1]
+        return chunk.sample(now_ns)[1]
 
     def _hold(self, now_ns: int) -> None:
         """Stop the arm where the last chunk has it now, once: without this the controller would
@@ -717,8 +711,7 @@ class PolicyNode(LifecycleNode):
             chunk = self._last_chunk
             if chunk is None or self._holding or self._trajectory_pub is None:
                 return
-            times = chunk.start_ns * 1e-9 + chunk.time_from_start
-            position, _ = Trajectory(times, chunk.positions, chunk.velocities, cubic=True).sample(now_ns * 1e-9)
+            position, _ = chunk.sample(now_ns)
             period = 1.0 / self.policy.rate_hz
             self._trajectory_pub.publish(messages.trajectory_msg(
                 self.spec.joint_names, now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof))))

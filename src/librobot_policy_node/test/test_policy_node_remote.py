@@ -112,3 +112,12 @@ def test_policy_endpoint_switches_live_between_the_server_and_the_local_checkpoi
     finally:
         h.close()
         octo.stop(0)
+
+
+def test_a_malformed_endpoint_at_start_up_is_refused_with_its_reason(ros_context, tiny_checkpoint):
+    h = Harness(ros_context, tiny_checkpoint, policy_endpoint="gpu-box")  # no port: not a checkpoint either
+    try:
+        assert h.policy.policy is None and h.policy._state == PolicyStatus.STATE_ERROR
+        assert "policy endpoint 'gpu-box': expected host:port" in h.policy._message
+    finally:
+        h.close()

@@ -38,6 +38,12 @@ def parse_endpoint(endpoint: str) -> tuple[str, bool]:
     return target, tls
 
 
+def canonical_endpoint(endpoint: str) -> str:
+    """The endpoint with its scheme ('host:port' is 'grpc://host:port'); ValueError if malformed."""
+    parse_endpoint(endpoint)
+    return endpoint if endpoint.startswith(SCHEMES) else "grpc://" + endpoint
+
+
 class RemotePolicy:
     def __init__(self, endpoint: str, timeout_s: float = 1.0, token: str | None = None,
                  root_cert: str | None = None, connect_timeout_s: float = 5.0,
