@@ -30,6 +30,7 @@ from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
 
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
+SETTLE_S = 0.5  # after the last episode, for every subscriber to take its last messages
 
 
 @contextmanager
@@ -54,6 +55,14 @@ class EpisodeResult:
     seed: int
     success: bool
     duration_s: float
+
+
+def _settle(executor) -> None:
+    """Spin a moment longer: the last END reached our own subscription, but those that `setup`
+    attached (a bag recorder) are served by the same executor, possibly on a later spin."""
+    until = time.monotonic() + SETTLE_S
+    while time.monotonic() < until:
+        executor.spin_once(timeout_sec=0.05)
 
 
 def run_sim_episodes(
@@ -104,6 +113,7 @@ def run_sim_episodes(
                         f"{len(results)} of {episodes} episodes ended before the time limit; "
                         f"driver log:\n{graph.log_tail('driver')}"
                     )
+            _settle(executor)
     return results
 
 
@@ -165,6 +175,5 @@ def run_keyboard_episodes(
                                                      t - started[event.index]))
                         say(f"episode {event.index}: {'success' if event.success else 'failure'} "
                             f"({results[-1].duration_s:.1f} s)")
-            for _ in range(10):  # let the recorder take the last event
-                executor.spin_once(timeout_sec=0.02)
+            _settle(executor)
     return results
