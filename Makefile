@@ -5,8 +5,9 @@ ENV := source scripts/env.sh
 
 CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
 EPISODES ?= 10
+DATASET ?= data/so100_sim/hdf5
 
-.PHONY: help setup setup-full-ros lint test demo pipeline bench clean
+.PHONY: help setup setup-full-ros lint test demo pipeline zoo-eval bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -29,6 +30,9 @@ demo: setup  ## set up if needed, then run the shipped ACT policy on the simulat
 
 pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 30 min on 2 cores)
 	@$(ENV) && bash scripts/pipeline.sh
+
+zoo-eval: setup  ## train every framework on DATASET and measure each in closed loop (hours on 2 cores; ZOO_ARGS=--reuse re-measures runs/zoo)
+	@$(ENV) && python -m librobot_training.zoo --dataset $(DATASET) $(ZOO_ARGS)
 
 bench: setup  ## speed benchmarks, each against a baseline measured in the same run
 	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py && python benchmarks/bench_execution.py && python benchmarks/bench_node.py && python benchmarks/bench_feetech.py && python benchmarks/bench_serve.py && python benchmarks/bench_export.py

@@ -29,6 +29,7 @@ setup(
             "evaluate = librobot_training.evaluate:main",
             "export_lerobot = librobot_training.export_lerobot:main",
             "export = librobot_training.export:main",
+            "zoo = librobot_training.zoo:main",
         ]
     },
 )
