@@ -6,7 +6,8 @@
 A manifest (default: config/zoo_so100.yaml of this package) lists the frameworks, the training
 config of each, the execution mode it is evaluated with, and the evaluation settings. For each
 framework the zoo trains a checkpoint into OUTPUT/<name> (`--reuse`: keeps one already there),
-then measures it: parameters, training time and final loss from its log, open-loop action L1 on
+then measures it (`--reuse` also keeps a measurement made before with the same weights and
+settings): parameters, training time and final loss from its log, open-loop action L1 on
 the episodes its training held out (`evaluate.offline_errors`), closed-loop success on unseen
 seeds and inference latency (`evaluate.rollout`, the simulation running while the model infers).
 The table goes to stdout and to OUTPUT/results.md, every figure with the settings behind it to
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 # every key of a training log line that is not a loss component
 LOG_BOOKKEEPING = {"step", "lr", "loss", "grad_norm", "time_s"}
+MEASUREMENT = "zoo_measurement.json"  # kept beside each checkpoint, for --reuse
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,13 @@ def measure(name: str, checkpoint: Path, dataset: str, evaluation: Evaluation, e
     )
 
 
+def measurement_key(checkpoint: Path, dataset: str, evaluation: Evaluation, execution: str) -> dict:
+    """What a measurement depends on: with --reuse an equal key means the stored one still holds."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    return {"weights_sha256": config.get("weights_sha256"), "dataset": str(Path(dataset).resolve()),
+            "evaluation": asdict(evaluation), "execution": execution}
+
+
 def results_table(results: list[Result]) -> str:
     """A Markdown table, one framework a row."""
     lines = ["| framework | parameters | training | final loss | open-loop L1 (rad) | closed loop | "
@@ -228,7 +237,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="frameworks, configs and evaluation settings (default: config/zoo_so100.yaml)")
     parser.add_argument("--frameworks", nargs="+", metavar="NAME", help="only these (default: all of the manifest)")
     parser.add_argument("--reuse", action="store_true",
-                        help="measure a checkpoint already in OUTPUT/<name> instead of training it again")
+                        help="keep a checkpoint already in OUTPUT/<name> instead of training it again, and its "
+                             "measurement when the weights and settings are unchanged")
     parser.add_argument("--episodes", type=int, help="closed-loop episodes (default: the manifest's)")
     parser.add_argument("--time-limit", type=float, help="seconds per episode (default: the manifest's)")
     parser.add_argument("--train", nargs="*", default=[], metavar="key.path=value",
@@ -277,11 +287,18 @@ def main(argv=None) -> int:
                           *entry.overrides, *args.train])
             if code != 0:
                 return fail(f"training {entry.name} failed (exit {code}); see the lines above")
-        print(f"== {entry.name}: evaluating {checkpoint}", flush=True)
-        try:
-            results.append(measure(entry.name, checkpoint, args.dataset, evaluation, entry.execution))
-        except (OSError, ValueError) as err:
-            return fail(f"{entry.name}: {err}")
+        settings = measurement_key(checkpoint, args.dataset, evaluation, entry.execution)
+        stored = checkpoint / MEASUREMENT
+        if args.reuse and stored.is_file() and json.loads(stored.read_text())["settings"] == settings:
+            print(f"== {entry.name}: measured before with these weights and settings ({stored})", flush=True)
+            results.append(Result(**json.loads(stored.read_text())["result"]))
+        else:
+            print(f"== {entry.name}: evaluating {checkpoint}", flush=True)
+            try:
+                results.append(measure(entry.name, checkpoint, args.dataset, evaluation, entry.execution))
+            except (OSError, ValueError) as err:
+                return fail(f"{entry.name}: {err}")
+            stored.write_text(json.dumps({"settings": settings, "result": asdict(results[-1])}, indent=2))
         print(results_table(results[-1:]).splitlines()[-1], flush=True)
 
     table = results_table(results)

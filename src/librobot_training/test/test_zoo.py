@@ -86,6 +86,13 @@ def test_reuse_measures_the_existing_checkpoint_without_training(zoo, capsys):
     assert after[0]["open_loop_l1"] == pytest.approx(before["open_loop_l1"])
     assert "training" not in capsys.readouterr().out.split("evaluating")[0].split("== act:")[-1]
 
+    # the same weights and settings again: the stored measurement stands, nothing is rolled out
+    assert main(["--dataset", str(data), "--output", str(out), "--manifest", str(manifest), "--reuse",
+                 "--frameworks", "act", "--episodes", "1"]) == 0
+    out_text = capsys.readouterr().out
+    assert "measured before" in out_text and "evaluating" not in out_text
+    assert json.loads((out / "results.json").read_text())["results"] == after
+
 
 def test_a_second_run_without_reuse_refuses_to_overwrite(zoo, capsys):
     data, manifest, out = zoo
