@@ -169,3 +169,37 @@ def test_heads_that_cannot_be_guided_say_so():
     from librobot_models.heads import create_head
 
     assert not create_head("mlp_oft", action_dim=2, chunk_size=4, cond_dim=8, hidden_dim=16, n_heads=2).supports_inpainting
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_diffusion_samples_reach_the_whole_range_of_standardised_training_actions(name):
+    """Actions are z-scores here (demonstrations span about +-3). With a denoiser that knows the
+    clean chunk, sampling returns it: the clamp follows the range the head was trained on, not
+    Diffusion Policy's [-1, 1] (its min-max scaled range), which held Octo's arm inside one
+    standard deviation of the data."""
+    head = make_head(name)
+    cond = make_cond()
+    clean = torch.linspace(-2.9, 2.4, 4 * 3).view(1, 4, 3).expand(2, 4, 3).contiguous()  # (B, k, A)
+    head.loss(cond, clean)  # training records the range of the actions
+    head.loss(cond, clean * 0.5)  # a narrower batch does not shrink it
+    torch.testing.assert_close(head.action_low, clean.amin((0, 1)))
+    torch.testing.assert_close(head.action_high, clean.amax((0, 1)))
+
+    def oracle(x, t, cond):  # the exact noise of x_t around `clean`
+        abar = torch.tensor([head.alpha_bars[int(s)] for s in t], dtype=x.dtype).view(-1, 1, 1)
+        return (x - abar.sqrt() * clean) / (1 - abar).sqrt()
+
+    head.eval().denoiser.forward = oracle
+    torch.testing.assert_close(head.sample(cond, torch.Generator().manual_seed(0)), clean, atol=1e-4, rtol=0)
+    # the range travels with the weights
+    loaded = make_head(name)
+    loaded.load_state_dict(head.state_dict())
+    torch.testing.assert_close(loaded.clip_bounds()[0], clean.amin((0, 1)))
+    # half the range: the samples stay inside it
+    narrow = make_head(name, clip_sample=0.5)
+    narrow.load_state_dict(head.state_dict())
+    narrow.eval().denoiser.forward = oracle
+    sampled = narrow.sample(cond, torch.Generator().manual_seed(0))
+    low, high = narrow.clip_bounds()
+    assert torch.all(sampled >= low - 1e-5) and torch.all(sampled <= high + 1e-5)
+    assert torch.all(high - low < clean.amax((0, 1)) - clean.amin((0, 1)))

@@ -42,7 +42,12 @@ class DDPMConfig(HeadConfig):
 
     n_train_steps: int = 100  # T diffusion timesteps
     beta_schedule: str = "cosine"  # "cosine" (Diffusion Policy's default) or "linear"
-    clip_sample: float | None = 1.0  # clip the predicted clean chunk to +-this while sampling; null: off
+    # While sampling, clamp the predicted clean chunk into the range of the training actions, each
+    # dimension's [min, max] widened about its centre by this factor (null: off). It keeps the
+    # first, noisiest steps of an undertrained model from diverging. Diffusion Policy clamps to
+    # [-1, 1], its actions' range after min-max scaling; LibroBot standardises actions (z-scores,
+    # about +-3 for demonstrations), so the head records the range it is trained on instead.
+    clip_sample: float | None = 1.0
 
     def validate(self) -> None:
         super().validate()
@@ -92,11 +97,37 @@ class DiffusionHead(ActionHead):
         with torch.device("cpu"):  # Python values made once, so that sampling traces (torch.export) as constants
             timesteps, self.eta = config.sampling_plan()
         self.timesteps: tuple[int, ...] = tuple(timesteps)
+        # the range of the (normalised) training actions, per dimension; [-1, 1] until trained
+        self.register_buffer("action_low", torch.full((config.action_dim,), -1.0))
+        self.register_buffer("action_high", torch.full((config.action_dim,), 1.0))
+        self.register_buffer("action_range_seen", torch.tensor(False))
+
+    @torch.no_grad()
+    def _record_range(self, actions: torch.Tensor, action_is_pad: torch.Tensor) -> None:
+        valid = actions[~action_is_pad]  # (N, A)
+        if valid.numel() == 0:
+            return
+        low, high = valid.amin(0).to(self.action_low), valid.amax(0).to(self.action_high)
+        if bool(self.action_range_seen):
+            low, high = torch.minimum(low, self.action_low), torch.maximum(high, self.action_high)
+        self.action_low.copy_(low)
+        self.action_high.copy_(high)
+        self.action_range_seen.fill_(True)
+
+    def clip_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(low, high) the predicted clean chunk is clamped into, (A,) each; None without a clip."""
+        if self.config.clip_sample is None:
+            return None
+        centre = (self.action_high + self.action_low) / 2
+        half = (self.action_high - self.action_low) / 2 * self.config.clip_sample
+        return centre - half, centre + half
 
     def loss(
         self, cond: Conditioning, actions: torch.Tensor, action_is_pad: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         action_is_pad = self.check_inputs(cond, actions, action_is_pad)
+        if self.training:
+            self._record_range(actions, action_is_pad)
         actions = hold_last_valid(actions, action_is_pad)  # the network sees the chunk: fill its padding
         B = actions.shape[0]
         t = torch.randint(0, self.config.n_train_steps, (B,), device=actions.device)  # (B,)
@@ -122,6 +153,7 @@ class DiffusionHead(ActionHead):
             inpaint.check(cond.batch_size, self.config.chunk_size, self.config.action_dim)
         timesteps, eta = self.timesteps, self.eta
         draw = self.noise_source(cond, generator, noise)
+        clip = self.clip_bounds()
 
         def step(x: torch.Tensor, t: float, t_prev: float) -> torch.Tensor:
             abar = self.alpha_bars[int(t)]
@@ -131,7 +163,7 @@ class DiffusionHead(ActionHead):
             eps = predict(x)  # (B, k, A)
             abar_prev = self.alpha_bars[int(t_prev)] if t_prev >= 0 else 1.0  # past step 0: clean
             step_noise = draw() if eta > 0 else None
-            return ddim_update(x, eps, abar, abar_prev, eta, step_noise, self.config.clip_sample)
+            return ddim_update(x, eps, abar, abar_prev, eta, step_noise, clip)
 
         return integrate(draw(), [*timesteps, -1], step)
 

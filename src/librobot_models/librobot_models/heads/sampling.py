@@ -59,11 +59,11 @@ def ddim_update(
     alpha_bar_prev: float,
     eta: float,
     noise: torch.Tensor | None = None,
-    clip: float | None = None,
+    clip: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """x_t -> x_prev given the predicted noise eps (Song et al. 2021, eq. 12).
 
-        x0    = (x - sqrt(1 - abar) * eps) / sqrt(abar)                  (clipped to +-clip if given)
+        x0    = (x - sqrt(1 - abar) * eps) / sqrt(abar)       (clamped into clip = (low, high) if given)
         s     = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)
         x_prev = sqrt(abar_prev) * x0 + sqrt(1 - abar_prev - s^2) * eps + s * noise
 
@@ -73,7 +73,7 @@ def ddim_update(
     a, a_prev = alpha_bar, alpha_bar_prev
     x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
     if clip is not None:
-        x0 = x0.clamp(-clip, clip)
+        x0 = torch.clamp(x0, *clip)
         eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # the noise consistent with the clipped x0
     s = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
     direction = math.sqrt(max(1 - a_prev - s**2, 0.0))
