@@ -174,7 +174,7 @@ class EDMConfig(HeadConfig):
 
     sigma_min: float = 0.002  # smallest noise level visited while sampling
     sigma_max: float = 80.0  # noise level sampling starts from
-    sigma_data: float = 0.5  # standard deviation of the (normalised) actions
+    sigma_data: float = 1.0  # the actions' standard deviation: 1 once standardised (Karras' 0.5 is for images)
     rho: float = 7.0  # Karras schedule curvature: larger spends more steps at low noise
     p_mean: float = -1.2  # training noise levels: ln sigma ~ N(p_mean, p_std^2)
     p_std: float = 1.2
