@@ -3,7 +3,7 @@
     python -m librobot_training.zoo --dataset data/so100_sim/hdf5            # make zoo-eval
     python -m librobot_training.zoo --dataset ... --frameworks act pi0 --reuse
 
-A manifest (default: config/zoo_so100.yaml of this package) lists the frameworks, the training
+A manifest (default: config/so100_zoo.yaml of this package) lists the frameworks, the training
 config of each, the execution mode it is evaluated with, and the evaluation settings. For each
 framework the zoo trains a checkpoint into OUTPUT/<name> (`--reuse`: keeps one already there),
 then measures it (`--reuse` also keeps a measurement made before with the same weights and
@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("runs/zoo"),
                         help="a checkpoint per framework and the results (default %(default)s)")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help="frameworks, configs and evaluation settings (default: config/zoo_so100.yaml)")
+                        help="frameworks, configs and evaluation settings (default: config/so100_zoo.yaml)")
     parser.add_argument("--frameworks", nargs="+", metavar="NAME", help="only these (default: all of the manifest)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep a checkpoint already in OUTPUT/<name> instead of training it again, and its "
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
         print(f"librobot-zoo: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
-    manifest_path = args.manifest or share_path("config", "zoo_so100.yaml", package="librobot_training")
+    manifest_path = args.manifest or share_path("config", "so100_zoo.yaml", package="librobot_training")
     try:
         manifest = load_manifest(manifest_path)
     except (OSError, ValueError) as err:

@@ -130,7 +130,7 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys):
 def test_the_shipped_manifest_names_all_eight_frameworks():
     from librobot_drivers.resources import share_path
 
-    manifest = load_manifest(share_path("config", "zoo_so100.yaml", package="librobot_training"))
+    manifest = load_manifest(share_path("config", "so100_zoo.yaml", package="librobot_training"))
     names = [e.name for e in manifest.entries]
     assert sorted(names) == sorted(["act", "custom", "pi0", "groot", "octo", "openvla", "rt2", "helix"])
     for entry in manifest.entries:  # each config trains that framework
