@@ -32,6 +32,7 @@ from librobot_models.backbones import VLMBackbone, VLMOutput, create_vlm, get_vl
 from librobot_models.backbones.base import DTYPES
 from librobot_models.config import VLAConfig, is_int, is_number
 from librobot_models.heads import ActionHead, Conditioning, Inpainting
+from librobot_models.layers import resize_images
 from librobot_models.registry import VLMS
 
 
@@ -240,8 +241,10 @@ class VLMFramework(HeadedFramework):
 
     def encode(self, batch: dict[str, Any]) -> VLMOutput:
         """Every camera image (B, N_cam, 3, H, W) as one image of the prompt, then the instruction.
-        Runs without autograd when no VLM parameter trains."""
-        images = batch["images"]
+        Images are brought to `image_size` first, as Policy brings them when serving, so the VLM's
+        own resize sees the same pixels in training and deployment. Runs without autograd when no
+        VLM parameter trains."""
+        images = resize_images(batch["images"], self.config.image_size)  # (B, N_cam, 3, H', W')
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(needs_grad):
             return self.backbone.encode(images, instructions(batch, images.shape[0]))
