@@ -93,6 +93,18 @@ def test_checkpoint_swaps_live(default_launch, cli, tiny_checkpoint):
     default_launch.wait_for_log(rf"from {re.escape(str(tiny_checkpoint))}[\s\S]*loaded act checkpoint \w+ from \S+act_so100", 60)
 
 
+def test_framework_swaps_live_between_the_shipped_checkpoints(default_launch, cli):
+    """The launch's default `models` is the shipped checkpoints/ directory: a framework name picks one."""
+    assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "framework", "openvla").stdout
+    default_launch.wait_for_log(r"loaded openvla checkpoint \w+ from \S+openvla_so100", 60)
+    status = cli.ros2("topic", "echo", "--once", "/policy/status", "librobot_msgs/msg/PolicyStatus", timeout=30).stdout
+    assert "framework: openvla" in status
+    refused = cli.ros2("param", "set", "/policy", "framework", "nope", check=False).stdout
+    assert "Setting parameter failed" in refused and "no checkpoint of it in models" in refused
+    assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "framework", "act").stdout
+    default_launch.wait_for_log(r"loaded openvla checkpoint[\s\S]*loaded act checkpoint \w+ from \S+act_so100", 60)
+
+
 def test_the_model_moves_to_a_policy_server_and_back_from_the_cli(default_launch, cli, tmp_path):
     """`ros2 run librobot_models serve` beside the launch, `ros2 param set /policy policy_endpoint`:
     the node drives with the server's chunks; the server killed, the arm holds; '' returns the

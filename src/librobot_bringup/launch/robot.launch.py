@@ -44,6 +44,8 @@ ARGUMENTS = {
     "port": ("", "with use_mock_hardware:=false: the arm's serial port (empty: config/<robot>_hardware.yaml's)"),
     "calibration": ("", "with use_mock_hardware:=false: its calibration file (empty: the config's)"),
     "checkpoint": ("", "policy checkpoint directory (empty: the shipped checkpoints/act_<robot>)"),
+    "models": ("", "directory of checkpoints, one per subdirectory, that `ros2 param set /policy "
+               "framework <name>` swaps between (empty: the shipped checkpoints/)"),
     "policy_endpoint": ("", "grpc://host:port of a policy server (python -m librobot_models.serve) "
                         "that runs the model instead of the node (empty: the checkpoint, locally)"),
     "episodes": ("-1", "simulation: episodes to run (-1: until stopped, 0: none, the scene runs freely)"),
@@ -84,7 +86,7 @@ def _nodes(context: LaunchContext) -> list:
     nodes = [
         Node(package="robot_state_publisher", executable="robot_state_publisher",
              parameters=[{"robot_description": description}]),
-        _node(system.policy_node(robot, checkpoint,
+        _node(system.policy_node(robot, checkpoint, LaunchConfiguration("models").perform(context) or None,
                                  policy_endpoint=LaunchConfiguration("policy_endpoint").perform(context))),
     ]
     if use_sim:

@@ -1,7 +1,7 @@
 """SO-100 with a VLA policy: `ros2 launch librobot_bringup so100.launch.py`.
 
 robot.launch.py with robot:=so100; every argument of it passes through (use_sim, use_ros2_control,
-use_mock_hardware, camera_driver, checkpoint, policy_endpoint, episodes, rviz: `ros2 launch
+use_mock_hardware, camera_driver, checkpoint, models, policy_endpoint, episodes, rviz: `ros2 launch
 librobot_bringup so100.launch.py --show-args`). With no argument: the MuJoCo twin, the shipped ACT
 checkpoint, episodes until stopped, RViz.
 """

@@ -29,14 +29,24 @@ def shipped_checkpoint(robot: str) -> Path:
     return share_path("checkpoints", f"act_{robot}", package=PACKAGE)
 
 
-def policy_node(robot: str, checkpoint: str | Path | None = None, **overrides) -> NodeSpec:
-    """The policy node with config/<robot>_policy.yaml; `checkpoint` defaults to the shipped one."""
+def shipped_checkpoints() -> Path:
+    """The directory of every shipped checkpoint, one per subdirectory: the policy node's default
+    `models`, which `ros2 param set /policy framework <name>` chooses from."""
+    return share_path("checkpoints", package=PACKAGE)
+
+
+def policy_node(robot: str, checkpoint: str | Path | None = None, models: str | Path | None = None,
+                **overrides) -> NodeSpec:
+    """The policy node with config/<robot>_policy.yaml; `checkpoint` defaults to the shipped one,
+    `models` (the checkpoints `framework` swaps between) to the shipped ones."""
     checkpoint = checkpoint or shipped_checkpoint(robot)
+    models = models or shipped_checkpoints()
     return NodeSpec(
         package="librobot_policy_node", executable="policy_node",
         module="librobot_policy_node.policy_node", name="policy",
         param_files=(config_file(f"{robot}_policy.yaml"),),
-        parameters={"checkpoint": str(Path(checkpoint).resolve()), **overrides},
+        parameters={"checkpoint": str(Path(checkpoint).resolve()), "models": str(Path(models).resolve()),
+                    **overrides},
     )
 
 

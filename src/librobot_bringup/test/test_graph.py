@@ -8,7 +8,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from librobot_bringup.graph import NodeGraph, ros_environment
-from librobot_bringup.system import policy_node
+from librobot_bringup.system import policy_node, shipped_checkpoints
 
 
 def child_environment(pid: int) -> dict[str, str]:
@@ -52,5 +52,6 @@ def test_parameter_files_come_first_and_the_overrides_win(tmp_path):
     files = [command[i + 1] for i, arg in enumerate(command) if arg == "--params-file"]
     assert files == [str(spec.param_files[0]), str(tmp_path / "overrides.yaml")]
     assert Path(files[0]).name == "so100_policy.yaml" and Path(files[0]).is_file()
-    assert spec.parameters == {"checkpoint": str(tmp_path.resolve()), "replan_steps": 3}
+    assert spec.parameters == {"checkpoint": str(tmp_path.resolve()), "models": str(shipped_checkpoints()),
+                               "replan_steps": 3}
     assert command[command.index("-r") + 1] == "__node:=policy"

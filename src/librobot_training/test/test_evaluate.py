@@ -3,12 +3,17 @@ history-window model gets."""
 
 from pathlib import Path
 
+import pytest
+
 from librobot_drivers.sim import SO100Sim
 from librobot_models.policy import Policy
 from librobot_training.evaluate import main, rollout
+from librobot_training.zoo import load_manifest
 
-SHIPPED = Path(__file__).resolve().parents[2] / "librobot_bringup" / "checkpoints" / "act_so100"
-SHIPPED_PI0 = SHIPPED.with_name("pi0_so100")
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "librobot_bringup" / "checkpoints"
+SHIPPED = CHECKPOINTS / "act_so100"
+ZOO = load_manifest(Path(__file__).resolve().parents[1] / "config" / "so100_zoo.yaml")
+SHIPPED_ZOO = [e for e in ZOO.entries if e.name != "act" and (CHECKPOINTS / f"{e.name}_so100").is_dir()]
 
 
 def test_the_shipped_checkpoint_solves_episodes(capsys):
@@ -17,11 +22,14 @@ def test_the_shipped_checkpoint_solves_episodes(capsys):
     assert "success rate: 2/2 = 100%" in out and "inference latency: p50" in out
 
 
-def test_the_shipped_pi0_checkpoint_solves_episodes_with_temporal_ensembling(capsys):
-    """pi0 (tiny random PaliGemma + flow-matching expert, 18 min of CPU training): 20/20 with
-    temporal ensembling on seeds 1000-1019; its flow samples are too noisy to replan on alone."""
-    assert main(["--checkpoint", str(SHIPPED_PI0), "--episodes", "2", "--seed", "1000",
-                 "--execution", "temporal_ensemble"]) == 0
+@pytest.mark.parametrize("entry", SHIPPED_ZOO, ids=[e.name for e in SHIPPED_ZOO])
+def test_each_shipped_framework_checkpoint_solves_episodes(entry, capsys):
+    """The other frameworks' shipped checkpoints (make zoo-eval's runs, README table), each with
+    the execution mode the zoo measured it with, on two of its seeds."""
+    checkpoint = CHECKPOINTS / f"{entry.name}_so100"
+    assert Policy.from_checkpoint(checkpoint).framework == entry.name
+    assert main(["--checkpoint", str(checkpoint), "--episodes", "2", "--seed", "1000",
+                 "--execution", entry.execution]) == 0
     out = capsys.readouterr().out
     assert "success rate: 1/2" in out or "success rate: 2/2" in out, out
 
