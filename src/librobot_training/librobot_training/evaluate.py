@@ -75,6 +75,7 @@ def rollout(
     episodes.update(0.0, False)  # starts the episode
     sim.reset(seed)
     policy.reset()
+    torch.manual_seed(seed)  # a sampling head draws the same noise for the same episode: reproducible figures
     follower = TrajectoryFollower(sim.read_joints().position)
     executor = make_executor(execution, period)
     spec = sim.spec
