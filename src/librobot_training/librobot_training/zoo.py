@@ -224,6 +224,25 @@ def results_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def write_results(output: Path, results: list[Result], dataset: str, manifest: Path, evaluation: Evaluation,
+                  entries: tuple[Entry, ...], train_overrides: list[str]) -> str:
+    """results.md and results.json in `output`; returns the table."""
+    table = results_table(results)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.md").write_text(
+        f"{table}\n\nDataset {dataset}; {evaluation.episodes} closed-loop episodes on seeds "
+        f"{evaluation.first_seed}-{evaluation.first_seed + evaluation.episodes - 1}, replanning every "
+        f"{evaluation.replan_steps} periods, latency {evaluation.latency_ms} ms; open-loop L1 on the held-out "
+        f"episodes, a chunk every {evaluation.offline_stride} frames.\n"
+    )
+    (output / "results.json").write_text(json.dumps(
+        {"dataset": dataset, "manifest": str(manifest), "evaluation": asdict(evaluation),
+         "configs": {e.name: {"config": str(e.config), "overrides": [*e.overrides, *train_overrides]}
+                     for e in entries},
+         "results": [asdict(r) for r in results]}, indent=2))
+    return table
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="librobot-zoo", description=__doc__.split("\n\n")[0],
@@ -247,7 +266,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """Console entry point: 0 when every framework was measured, 2 on bad input or a failed
+    training, 130 when interrupted (results.md then holds the frameworks measured so far)."""
+    try:
+        return _main(parse_args(argv))
+    except KeyboardInterrupt:
+        print("librobot-zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     from librobot_drivers.resources import share_path
     from librobot_training.train import main as train
 
@@ -300,19 +328,8 @@ def main(argv=None) -> int:
                 return fail(f"{entry.name}: {err}")
             stored.write_text(json.dumps({"settings": settings, "result": asdict(results[-1])}, indent=2))
         print(results_table(results[-1:]).splitlines()[-1], flush=True)
-
-    table = results_table(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.md").write_text(
-        f"{table}\n\nDataset {args.dataset}; {evaluation.episodes} closed-loop episodes on seeds "
-        f"{evaluation.first_seed}-{evaluation.first_seed + evaluation.episodes - 1}, replanning every "
-        f"{evaluation.replan_steps} periods, latency {evaluation.latency_ms} ms; open-loop L1 on the held-out "
-        f"episodes, a chunk every {evaluation.offline_stride} frames.\n"
-    )
-    (args.output / "results.json").write_text(json.dumps(
-        {"dataset": args.dataset, "manifest": str(manifest_path), "evaluation": asdict(evaluation),
-         "configs": {e.name: {"config": str(e.config), "overrides": [*e.overrides, *args.train]} for e in entries},
-         "results": [asdict(r) for r in results]}, indent=2))
+        # written after every framework: a long run that stops keeps what it measured
+        table = write_results(args.output, results, args.dataset, manifest_path, evaluation, entries, args.train)
     print(table)
     return 0
 

@@ -136,3 +136,18 @@ def test_the_shipped_manifest_names_all_eight_frameworks():
     for entry in manifest.entries:  # each config trains that framework
         assert yaml.safe_load(entry.config.read_text())["framework"] == entry.name
     assert manifest.evaluation.first_seed >= 50 and np.isfinite(manifest.evaluation.time_limit_s)
+
+
+def test_a_failed_training_stops_the_run_and_keeps_what_was_measured(zoo, tmp_path, capsys):
+    data, _, out = zoo
+    manifest = write_manifest(tmp_path, {
+        "act": {"config": "tiny_act.yaml", "execution": "receding"},
+        "broken": {"config": "tiny_act.yaml", "overrides": ["train.steps=0"]},
+    }, evaluation={"episodes": 1, "time_limit_s": 1.0})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "act").symlink_to(out / "act")  # already trained
+    assert main(["--dataset", str(data), "--output", str(runs), "--manifest", str(manifest), "--reuse"]) == 2
+    assert "training broken failed" in capsys.readouterr().err
+    kept = json.loads((runs / "results.json").read_text())["results"]
+    assert [r["framework"] for r in kept] == ["act"]
