@@ -34,7 +34,7 @@ def test_every_console_script_is_covered_here():
         ("librobot_bringup", "record"), ("librobot_bringup", "demo"),
         ("librobot_training", "bag_to_hdf5"), ("librobot_training", "train"),
         ("librobot_training", "evaluate"), ("librobot_training", "export"),
-        ("librobot_training", "export_lerobot"), ("librobot_models", "serve"),
+        ("librobot_training", "export_lerobot"), ("librobot_training", "zoo"), ("librobot_models", "serve"),
         ("librobot_drivers", "calibrate"), ("librobot_drivers", "feetech_emulator")}
 
 
