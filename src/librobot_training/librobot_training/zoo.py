@@ -154,9 +154,10 @@ def training_summary(checkpoint: Path) -> tuple[int, float, float, str]:
 def heldout_episodes(checkpoint: Path, dataset: str, n_episodes: int) -> list[int]:
     """The episodes of `dataset` the checkpoint's training held out (its own split), or every
     episode when it was trained on another dataset."""
+    from librobot_models.checkpoint import read_checkpoint_header
     from librobot_training.train import split_episodes
 
-    config = json.loads((checkpoint / "config.json").read_text())
+    config = read_checkpoint_header(checkpoint)
     train = config.get("train", {})
     n_val = int(train.get("eval", {}).get("episodes", 0))
     if Path(config.get("dataset", "")).resolve() != Path(dataset).resolve() or n_val == 0:
@@ -205,7 +206,9 @@ def measure(name: str, checkpoint: Path, dataset: str, evaluation: Evaluation, e
 
 def measurement_key(checkpoint: Path, dataset: str, evaluation: Evaluation, execution: str) -> dict:
     """What a measurement depends on: with --reuse an equal key means the stored one still holds."""
-    config = json.loads((checkpoint / "config.json").read_text())
+    from librobot_models.checkpoint import read_checkpoint_header
+
+    config = read_checkpoint_header(checkpoint)
     return {"weights_sha256": config.get("weights_sha256"), "dataset": str(Path(dataset).resolve()),
             "evaluation": asdict(evaluation), "execution": execution}
 
@@ -315,11 +318,15 @@ def _main(args: argparse.Namespace) -> int:
                           *entry.overrides, *args.train])
             if code != 0:
                 return fail(f"training {entry.name} failed (exit {code}); see the lines above")
-        settings = measurement_key(checkpoint, args.dataset, evaluation, entry.execution)
+        try:
+            settings = measurement_key(checkpoint, args.dataset, evaluation, entry.execution)
+        except ValueError as err:
+            return fail(f"{entry.name}: {err}")
         stored = checkpoint / MEASUREMENT
-        if args.reuse and stored.is_file() and json.loads(stored.read_text())["settings"] == settings:
+        before = json.loads(stored.read_text()) if args.reuse and stored.is_file() else {}
+        if before.get("settings") == settings:
             print(f"== {entry.name}: measured before with these weights and settings ({stored})", flush=True)
-            results.append(Result(**json.loads(stored.read_text())["result"]))
+            results.append(Result(**before["result"]))
         else:
             print(f"== {entry.name}: evaluating {checkpoint}", flush=True)
             try:
