@@ -104,15 +104,15 @@ class DiffusionHead(ActionHead):
 
     @torch.no_grad()
     def _record_range(self, actions: torch.Tensor, action_is_pad: torch.Tensor) -> None:
-        valid = actions[~action_is_pad]  # (N, A)
-        if valid.numel() == 0:
-            return
-        low, high = valid.amin(0).to(self.action_low), valid.amax(0).to(self.action_high)
-        if bool(self.action_range_seen):
-            low, high = torch.minimum(low, self.action_low), torch.maximum(high, self.action_high)
-        self.action_low.copy_(low)
-        self.action_high.copy_(high)
-        self.action_range_seen.fill_(True)
+        """Widen the recorded range to this batch's valid actions; on the device, no host sync
+        (the first step of every chunk is valid, so a batch always has some)."""
+        pad = action_is_pad.unsqueeze(-1)  # (B, k, 1)
+        low = actions.masked_fill(pad, float("inf")).amin((0, 1)).to(self.action_low)  # (A,)
+        high = actions.masked_fill(pad, float("-inf")).amax((0, 1)).to(self.action_high)
+        seen = self.action_range_seen
+        self.action_low.copy_(torch.where(seen, torch.minimum(low, self.action_low), low))
+        self.action_high.copy_(torch.where(seen, torch.maximum(high, self.action_high), high))
+        seen.fill_(True)
 
     def clip_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(low, high) the predicted clean chunk is clamped into, (A,) each; None without a clip."""
