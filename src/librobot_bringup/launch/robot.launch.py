@@ -104,7 +104,7 @@ def _nodes(context: LaunchContext) -> list:
             Node(package="controller_manager", executable="ros2_control_node",
                  parameters=[controllers], output="screen"),
             Node(package="controller_manager", executable="spawner",
-                 arguments=["joint_state_broadcaster", spec["controller"]["name"],
+                 arguments=["joint_state_broadcaster", *(group["controller"] for group in spec["groups"]),
                             "--controller-manager", "/controller_manager"]),
         ]
     if not use_sim and LaunchConfiguration("camera_driver").perform(context) == "v4l2":

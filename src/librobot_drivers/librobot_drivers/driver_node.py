@@ -36,12 +36,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from librobot_drivers import messages
-from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.embodiment import JointGroup, load_embodiment
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule, Phase
 from librobot_drivers.robot import CommandAnchor, RobotFault, RobotIOError
 from librobot_drivers.robots import make_robot, robot_class
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
-from librobot_drivers.trajectory import TrajectoryFollower
+from librobot_drivers.trajectory import GroupFollowers
 
 MAX_SIM_STEP_S = 0.05  # a late tick never advances the simulation by more than this
 COMMAND_INTERFACES = ("trajectory", "joint_commands")
@@ -91,7 +91,7 @@ class DriverNode(Node):
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
             self.robot.read_camera(name)  # do it now, not in the middle of the first episode
         self._measured = self.robot.read_joints().position
-        self.follower = TrajectoryFollower(self._measured)
+        self.follower = GroupFollowers.for_embodiment(self.spec, self._measured)  # one JTC per group
         self._joint_command: np.ndarray | None = None  # joint_commands mode: the latest command
         self._settle_until = 0.0
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
@@ -100,7 +100,7 @@ class DriverNode(Node):
         self._next_try = 0.0
 
         hardware = self.command_interface == "joint_commands"
-        self._own_command_publishers = 1 if hardware else 0  # the hold publisher below
+        self._own_command_publishers = 1 if hardware else 0  # the hold publishers below
         self._joint_pub = self.create_publisher(
             JointState, self.spec.topic("hardware_states" if hardware else "joint_states"), 10)
         self._image_pubs = {
@@ -110,10 +110,13 @@ class DriverNode(Node):
         if hardware:
             self.create_subscription(
                 JointState, self.spec.topic("hardware_commands"), self._on_joint_command, 10)
-            # the controller's topic: at a reset, the controller is told to hold the reset pose
-            self._hold_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
-        else:
-            self.create_subscription(JointTrajectory, self.spec.command_topic, self._on_trajectory, 10)
+            # the controllers' topics: at a reset, each controller is told to hold the reset pose
+            self._hold_pubs = {g.name: self.create_publisher(JointTrajectory, g.command_topic, 10)
+                               for g in self.spec.groups}
+        else:  # every group's controller, held ones too (nobody commands those: they hold)
+            for group in self.spec.groups:
+                self.create_subscription(JointTrajectory, group.command_topic,
+                                         lambda msg, group=group: self._on_trajectory(group, msg), 10)
         self.create_timer(1.0 / servo_rate, self._on_servo_tick)
         if not self.robot.simulated:
             self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -137,20 +140,21 @@ class DriverNode(Node):
             self._instruction_pub.publish(String(data=self.robot.instruction))
         self.get_logger().info(
             f"{robot_name}: {self.spec.dof} joints, cameras {self.cameras}, commands on "
-            f"{self.spec.topic('hardware_commands') if hardware else self.spec.command_topic}, "
+            f"{self.spec.topic('hardware_commands') if hardware else [g.command_topic for g in self.spec.groups]}, "
             f"{episodes} episode(s)"
         )
 
     # -- commands ------------------------------------------------------------------------------
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    def _on_trajectory(self, group: JointGroup, msg: JointTrajectory) -> None:
         try:
-            start, tfs, positions, velocities = messages.trajectory_arrays(self.spec, msg)
-            kept = self.follower.set_trajectory(self._now(), start, tfs, positions, velocities)
+            start, tfs, positions, velocities = messages.trajectory_arrays(self.spec, msg, group)
+            kept = self.follower.set_trajectory(group.name, self._now(), start, tfs, positions, velocities)
         except (KeyError, ValueError) as err:
-            self.get_logger().error(f"rejected trajectory: {err}", throttle_duration_sec=1.0)
+            self.get_logger().error(f"rejected trajectory for {group.controller}: {err}",
+                                    throttle_duration_sec=1.0)
             return
         if kept == 0:
-            self.get_logger().warn("rejected trajectory: every point is in the past",
+            self.get_logger().warn(f"rejected trajectory for {group.controller}: every point is in the past",
                                    throttle_duration_sec=1.0)
 
     def _on_joint_command(self, msg: JointState) -> None:
@@ -270,7 +274,8 @@ class DriverNode(Node):
             self.episodes.phase is Phase.IDLE
             and self.episodes.index < 0
             and self._wait_for_commander
-            and self.count_publishers(self.spec.command_topic) <= self._own_command_publishers
+            and any(self.count_publishers(g.command_topic) <= self._own_command_publishers
+                    for g in self.spec.commanded_groups)
         ):
             return  # nobody is ready to drive the robot yet
         event = self.episodes.update(now, self.robot.task_success())
@@ -282,9 +287,10 @@ class DriverNode(Node):
             self.follower.hold(rest)
             if self.command_interface == "joint_commands":
                 self._joint_command, self._settle_until = None, now + RESET_SETTLE_S
-                self._hold_pub.publish(messages.trajectory_msg(
-                    self.spec.joint_names, 0, np.array([RESET_SETTLE_S / 2]), rest[None],
-                    np.zeros((1, self.spec.dof))))
+                for group, msg in messages.group_trajectory_msgs(
+                        self.spec, 0, np.array([RESET_SETTLE_S / 2]), rest[None],
+                        np.zeros((1, self.spec.dof)), groups=list(self.spec.groups)):
+                    self._hold_pubs[group.name].publish(msg)
             self._instruction_pub.publish(String(data=self.robot.instruction))
         else:
             self.follower.hold(self.robot.read_joints().position)

@@ -7,11 +7,17 @@ ROS-free on purpose (no rclpy, no messages): training code imports it.
     'shoulder_pan_joint'
     >>> spec.canonical_joint_name("shoulder_pan")
     'shoulder_pan_joint'
+    >>> [g.controller for g in spec.groups]
+    ['arm_controller']
+
+Joint groups: every joint belongs to one group, and each group has its own ros2_control
+controller. The policy commands the `commanded` groups (its state and action are their joints,
+in spec order: `spec.commanded()`); the others are held where they are (a humanoid's legs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -58,6 +64,21 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class JointGroup:
+    """Joints driven by one ros2_control controller (a joint_trajectory_controller when commanded)."""
+
+    name: str
+    joints: tuple[str, ...]  # canonical names, in the spec's joint order
+    controller: str
+    controller_type: str
+    commanded: bool = True  # False: held (e.g. standing legs); the policy never commands it
+
+    @property
+    def command_topic(self) -> str:
+        return f"/{self.controller}/joint_trajectory"
+
+
+@dataclass(frozen=True)
 class Embodiment:
     name: str
     description: str
@@ -66,8 +87,7 @@ class Embodiment:
     joints: tuple[JointSpec, ...]
     cameras: tuple[CameraSpec, ...]
     topics: Mapping[str, str]
-    controller_name: str
-    controller_type: str
+    groups: tuple[JointGroup, ...]
     action_type: str
     end_effector_link: str | None = None  # URDF link drawn for predicted chunks (RViz markers)
     _alias_to_name: Mapping[str, str] = field(init=False, repr=False, compare=False)
@@ -84,6 +104,18 @@ class Embodiment:
                     )
                 lookup[key] = joint.name
         object.__setattr__(self, "_alias_to_name", lookup)
+        grouped = [name for group in self.groups for name in group.joints]
+        if sorted(grouped) != sorted(self.joint_names) or len(set(grouped)) != len(grouped):
+            raise ValueError(
+                f"{self.name}: groups {[list(g.joints) for g in self.groups]} must hold every joint "
+                f"of {self.joint_names} exactly once"
+            )
+        for group in self.groups:
+            if list(group.joints) != [j for j in self.joint_names if j in group.joints]:
+                raise ValueError(f"{self.name}: group {group.name!r} lists {list(group.joints)}; "
+                                 "expected them in the spec's joint order")
+        if not any(group.commanded for group in self.groups):
+            raise ValueError(f"{self.name}: no group is commanded; expected at least one")
 
     # -- joints --------------------------------------------------------------------------------
     @property
@@ -127,23 +159,25 @@ class Embodiment:
                 f"or their aliases"
             ) from None
 
-    def joint_index(self, names: Sequence[str]) -> np.ndarray:
+    def joint_index(self, names: Sequence[str], joints: Sequence[str] | None = None) -> np.ndarray:
         """For each joint of this embodiment (in order), its index in `names`.
 
         `names` may use aliases and extra joints; every embodiment joint must appear.
+        `joints` (canonical names, e.g. a group's) asks for those joints only.
         """
         position: dict[str, int] = {}
         for i, n in enumerate(names):
             canonical = self._alias_to_name.get(n)
             if canonical is not None:
                 position[canonical] = i
-        missing = [j for j in self.joint_names if j not in position]
+        wanted = self.joint_names if joints is None else list(joints)
+        missing = [j for j in wanted if j not in position]
         if missing:
             raise KeyError(
                 f"{self.name}: joints {missing} missing from {list(names)} "
                 f"(aliases accepted: {[a for j in self.joints for a in j.aliases]})"
             )
-        return np.array([position[j] for j in self.joint_names], dtype=np.intp)
+        return np.array([position[j] for j in wanted], dtype=np.intp)
 
     def clip(self, positions: np.ndarray) -> np.ndarray:
         """Clamp joint positions (..., dof) into the joint limits."""
@@ -164,9 +198,49 @@ class Embodiment:
     def required_cameras(self) -> list[CameraSpec]:
         return [c for c in self.cameras if not c.optional]
 
+    # -- groups -------------------------------------------------------------------------------
+    @property
+    def commanded_groups(self) -> list[JointGroup]:
+        return [g for g in self.groups if g.commanded]
+
+    def group(self, name: str) -> JointGroup:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"{self.name}: unknown joint group {name!r}; expected one of "
+                       f"{[g.name for g in self.groups]}")
+
+    def group_index(self, group: JointGroup) -> np.ndarray:
+        """Indices of `group`'s joints in this spec's joint order."""
+        order = {name: i for i, name in enumerate(self.joint_names)}
+        return np.array([order[name] for name in group.joints], dtype=np.intp)
+
+    @property
+    def commanded_index(self) -> np.ndarray:
+        """Indices of the commanded joints in this spec's joint order."""
+        commanded = {name for g in self.commanded_groups for name in g.joints}
+        return np.array([i for i, n in enumerate(self.joint_names) if n in commanded], dtype=np.intp)
+
+    def commanded(self) -> Embodiment:
+        """The embodiment as the policy sees it: the commanded groups and their joints only.
+
+        Its joints are the policy's state and action, in spec order. Itself when every group is
+        commanded (the SO-100).
+        """
+        if all(g.commanded for g in self.groups):
+            return self
+        keep = set(self.commanded_index.tolist())
+        return replace(self, joints=tuple(j for i, j in enumerate(self.joints) if i in keep),
+                       groups=tuple(self.commanded_groups))
+
     @property
     def command_topic(self) -> str:
-        return f"/{self.controller_name}/joint_trajectory"
+        """The one commanded group's trajectory topic; an error when there are several."""
+        groups = self.commanded_groups
+        if len(groups) != 1:
+            raise ValueError(f"{self.name} has {len(groups)} commanded groups "
+                             f"{[g.name for g in groups]}: use each group's command_topic")
+        return groups[0].command_topic
 
     def topic(self, key: str) -> str:
         try:
@@ -206,6 +280,23 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
             )
             for c in data.get("cameras", ())
         )
+        canonical = {}
+        for j in joints:
+            for key in (j.name, *j.aliases):
+                canonical[key] = j.name
+        groups = []
+        for g in data["groups"]:
+            unknown = [n for n in g["joints"] if n not in canonical]
+            if unknown:
+                raise ValueError(f"group {g.get('name')!r}: unknown joints {unknown}; expected "
+                                 f"names of {[j.name for j in joints]}")
+            groups.append(JointGroup(
+                name=g["name"],
+                joints=tuple(canonical[n] for n in g["joints"]),
+                controller=g["controller"],
+                controller_type=g["type"],
+                commanded=bool(g.get("commanded", True)),
+            ))
         return Embodiment(
             name=data["name"],
             description=data.get("description", ""),
@@ -214,8 +305,7 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
             joints=joints,
             cameras=cameras,
             topics=dict(data.get("topics", {})),
-            controller_name=data["controller"]["name"],
-            controller_type=data["controller"]["type"],
+            groups=tuple(groups),
             action_type=data["action"]["type"],
             end_effector_link=data.get("end_effector_link"),
         )

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.embodiment import Embodiment, JointGroup
 from librobot_drivers.images import encode_rgb8
 from librobot_drivers.reports import Report
 from librobot_drivers.robot import JointReading
@@ -67,15 +67,16 @@ def image_msg(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
 
 
 def trajectory_arrays(
-    spec: Embodiment, msg: JointTrajectory
+    spec: Embodiment, msg: JointTrajectory, group: JointGroup | None = None
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(start_time s, time_from_start (N,), positions (N, dof), velocities (N, dof) or None).
+    """(start_time s, time_from_start (N,), positions (N, D), velocities (N, D) or None).
 
-    Joint names may be aliases or in any order; every joint of the spec must be present.
+    D: the spec's joints, or `group`'s when given (a trajectory for that group's controller).
+    Joint names may be aliases or in any order; every one of those joints must be present.
     """
     if not msg.points:
         raise ValueError("JointTrajectory without points")
-    index = spec.joint_index(list(msg.joint_names))
+    index = spec.joint_index(list(msg.joint_names), None if group is None else group.joints)
     n = len(msg.joint_names)
     positions = np.array([p.positions for p in msg.points], dtype=np.float64)
     if positions.shape != (len(msg.points), n):
@@ -117,3 +118,21 @@ def diagnostic_array(reports: list[Report], hardware_id: str, stamp: Time) -> Di
         status.values = [KeyValue(key=k, value=v) for k, v in report.values.items()]
         array.status.append(status)
     return array
+
+
+def group_trajectory_msgs(
+    spec: Embodiment,
+    start_ns: int,
+    time_from_start: np.ndarray,
+    positions: np.ndarray,
+    velocities: np.ndarray | None = None,
+    groups: list[JointGroup] | None = None,
+) -> list[tuple[JointGroup, JointTrajectory]]:
+    """One JointTrajectory per group (default: the spec's commanded ones), all with the same
+    stamp and times, from (N, spec.dof) positions/velocities in the spec's joint order."""
+    out = []
+    for group in spec.commanded_groups if groups is None else groups:
+        index = spec.group_index(group)
+        out.append((group, trajectory_msg(list(group.joints), start_ns, time_from_start, positions[:, index],
+                                          None if velocities is None else velocities[:, index])))
+    return out

@@ -162,3 +162,63 @@ class TrajectoryFollower:
 
     def finished(self, now: float) -> bool:
         return self._active is None or now >= self._active.times[-1]
+
+
+class GroupFollowers:
+    """Several joint_trajectory_controllers side by side: one follower per joint group, each
+    taking the trajectories of its own group's joints, together answering for every joint.
+
+    `groups` maps a group name to the indices of its joints in the whole robot's joint order;
+    every joint in exactly one group. A robot with one group behaves as a single follower.
+    """
+
+    def __init__(self, groups: dict[str, np.ndarray], initial_position: np.ndarray):
+        position = np.asarray(initial_position, dtype=np.float64)
+        covered = np.sort(np.concatenate([np.asarray(i) for i in groups.values()]))
+        if not np.array_equal(covered, np.arange(position.shape[0])):
+            raise ValueError(f"groups {dict((k, list(v)) for k, v in groups.items())} must cover each "
+                             f"of the {position.shape[0]} joints once")
+        self._index = {name: np.asarray(index, dtype=np.intp) for name, index in groups.items()}
+        self._followers = {name: TrajectoryFollower(position[index]) for name, index in self._index.items()}
+        self._dof = position.shape[0]
+
+    @classmethod
+    def for_embodiment(cls, spec, initial_position: np.ndarray) -> GroupFollowers:
+        """One follower per joint group of the embodiment `spec` (all its joints)."""
+        return cls({g.name: spec.group_index(g) for g in spec.groups}, initial_position)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self._index)
+
+    def follower(self, group: str) -> TrajectoryFollower:
+        try:
+            return self._followers[group]
+        except KeyError:
+            raise KeyError(f"unknown joint group {group!r}; expected one of {self.groups}") from None
+
+    def set_trajectory(self, group: str, now: float, start_time: float, time_from_start: np.ndarray,
+                       positions: np.ndarray, velocities: np.ndarray | None = None) -> int:
+        """`group`'s new trajectory (positions (N, its joints)); the other groups go on."""
+        return self.follower(group).set_trajectory(now, start_time, time_from_start, positions, velocities)
+
+    def hold(self, position: np.ndarray) -> None:
+        """Every group drops its trajectory and holds its part of `position` (whole robot)."""
+        for name, index in self._index.items():
+            self._followers[name].hold(np.asarray(position)[index])
+
+    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        position, velocity = np.empty(self._dof), np.empty(self._dof)
+        for name, index in self._index.items():
+            position[index], velocity[index] = self._followers[name].sample(now)
+        return position, velocity
+
+    def positions_at(self, times: np.ndarray) -> np.ndarray:
+        times = np.asarray(times, dtype=np.float64)
+        positions = np.empty((len(times), self._dof))
+        for name, index in self._index.items():
+            positions[:, index] = self._followers[name].positions_at(times)
+        return positions
+
+    def finished(self, now: float) -> bool:
+        return all(f.finished(now) for f in self._followers.values())

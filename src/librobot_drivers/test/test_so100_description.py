@@ -103,8 +103,10 @@ def test_controllers_drive_every_joint_of_the_spec_in_order(spec):
     assert manager["update_rate"] == 100
     broadcaster = manager["joint_state_broadcaster"]["type"]
     assert broadcaster == "joint_state_broadcaster/JointStateBroadcaster"
-    assert manager[spec.controller_name]["type"] == spec.controller_type
-    arm = config[spec.controller_name]["ros__parameters"]
+    assert [g.joints for g in spec.groups] == [tuple(spec.joint_names)]
+    group = spec.groups[0]
+    assert manager[group.controller]["type"] == group.controller_type
+    arm = config[group.controller]["ros__parameters"]
     assert arm["joints"] == spec.joint_names
     assert arm["command_interfaces"] == ["position"]
     assert arm["state_interfaces"] == ["position", "velocity"]

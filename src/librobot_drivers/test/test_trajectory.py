@@ -92,3 +92,26 @@ def test_chunk_velocities_end_at_rest_as_the_controller_requires():
     np.testing.assert_allclose(velocities[:, 0], [1.0, 1.5, 2.5, 0.0])
     TrajectoryFollower(np.zeros(1)).set_trajectory(0.0, 0.0, np.array([0.1, 0.2, 0.3, 0.4]),
                                                      positions, velocities)  # accepted
+
+
+def test_group_followers_are_independent_controllers_over_one_robot():
+    """Two groups (joints 0, 2 and joint 1): a trajectory for one group moves only its joints;
+    the other keeps holding, and the whole robot's targets come back in joint order."""
+    from librobot_drivers.trajectory import GroupFollowers
+
+    followers = GroupFollowers({"arm": np.array([0, 2]), "gripper": np.array([1])}, np.array([0.0, 0.5, 1.0]))
+    assert followers.groups == ["arm", "gripper"]
+    assert followers.set_trajectory("arm", 10.0, 10.0, np.array([1.0]), np.array([[1.0, 3.0]])) == 1
+    position, _ = followers.sample(10.5)
+    np.testing.assert_allclose(position, [0.5, 0.5, 2.0])  # halfway for the arm; the gripper holds
+    followers.set_trajectory("gripper", 10.5, 10.5, np.array([0.5]), np.array([[0.0]]))
+    np.testing.assert_allclose(followers.positions_at(np.array([11.0, 12.0])), [[1.0, 0.0, 3.0]] * 2)
+    assert followers.finished(11.0) and not followers.finished(10.9)
+    followers.hold(np.array([7.0, 8.0, 9.0]))
+    np.testing.assert_allclose(followers.sample(20.0)[0], [7.0, 8.0, 9.0])
+    with pytest.raises(KeyError, match="unknown joint group 'legs'"):
+        followers.set_trajectory("legs", 0.0, 0.0, np.array([1.0]), np.array([[0.0]]))
+    with pytest.raises(ValueError, match="trajectory for 1 joints, expected 2"):
+        followers.set_trajectory("arm", 0.0, 0.0, np.array([1.0]), np.array([[0.0]]))
+    with pytest.raises(ValueError, match="must cover each of the 3 joints once"):
+        GroupFollowers({"arm": np.array([0, 1])}, np.zeros(3))

@@ -158,7 +158,8 @@ class PolicyNode(LifecycleNode):
             name: self.declare_parameter(name, default, descriptor).value
             for name, (default, descriptor) in PARAMETERS.items()
         }
-        self.spec = load_embodiment(values["embodiment"])
+        # the commanded joint groups: the policy's state and action (a humanoid's legs are held)
+        self.spec = load_embodiment(values["embodiment"]).commanded()
         self.device = values["device"]
         self.torch_threads = values["torch_threads"]
         self.replan_steps = values["replan_steps"]
@@ -237,7 +238,7 @@ class PolicyNode(LifecycleNode):
         self._active = False  # lifecycle: only an active node commands the robot
         # Made on the first activation, after the model loaded: a simulated driver waits for a
         # publisher on its command topic before it starts the first episode.
-        self._trajectory_pub = None
+        self._trajectory_pubs = None  # group -> its controller's trajectory topic, once active
         self.create_timer(1.0, self._publish_status)
         self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._worker.start()
@@ -273,8 +274,9 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._trajectory_pub is None:
-            self._trajectory_pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        if self._trajectory_pubs is None:
+            self._trajectory_pubs = {g.name: self.create_publisher(JointTrajectory, g.command_topic, 10)
+                                     for g in self.spec.groups}
         self.safety.activate()  # the first plans ramp in from where the robot is
         self._active = True
         self.get_logger().info("active: commanding the robot")
@@ -686,7 +688,8 @@ class PolicyNode(LifecycleNode):
             if self.safety.estopped:
                 return  # latched while this chunk was computed: it never reaches the robot
             if not self.dry_run:
-                self._trajectory_pub.publish(trajectory)
+                self._publish_trajectory(chunk.start_ns, chunk.time_from_start, chunk.positions,
+                                         chunk.velocities)
                 self._last_chunk, self._holding = chunk, False
         self._ticks_to_inference = self.replan_steps - 1
         self._observation_age_ms = (now_ns - snapshot.stamp_ns) * 1e-6
@@ -709,14 +712,21 @@ class PolicyNode(LifecycleNode):
         A one-point trajectory at rest, which every joint_trajectory_controller version holds."""
         with self._command_lock:
             chunk = self._last_chunk
-            if chunk is None or self._holding or self._trajectory_pub is None:
+            if chunk is None or self._holding or self._trajectory_pubs is None:
                 return
             position, _ = chunk.sample(now_ns)
             period = 1.0 / self.policy.rate_hz
-            self._trajectory_pub.publish(messages.trajectory_msg(
-                self.spec.joint_names, now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof))))
+            self._publish_trajectory(now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof)))
             self._holding = True
         self.get_logger().warn("holding the arm where it is", throttle_duration_sec=2.0)
+
+    def _publish_trajectory(self, start_ns: int, time_from_start: np.ndarray, positions: np.ndarray,
+                            velocities: np.ndarray | None) -> None:
+        """One JointTrajectory per commanded group's controller, all with the same stamp (the
+        observation's plan start) and times, published back to back."""
+        for group, msg in messages.group_trajectory_msgs(self.spec, start_ns, time_from_start,
+                                                         positions, velocities):
+            self._trajectory_pubs[group.name].publish(msg)
 
     @staticmethod
     def _with_time(snapshot) -> dict:

@@ -294,7 +294,8 @@ def convert(
     """
     if not bags:
         raise ConversionError("no bags given")
-    spec = spec or _load_spec(options.embodiment)
+    # the embodiment as the policy sees it: state and action are the commanded groups' joints
+    spec = (spec or _load_spec(options.embodiment)).commanded()
     output = Path(output)
     stale = _existing_outputs(output)
     if stale and not options.overwrite:

@@ -1062,3 +1062,24 @@ def test_unsupported_encoding_error_names_it():
     msg = stamped_image(0, encoding="16UC1")
     with pytest.raises(ConversionError, match="unsupported image encoding '16UC1'"):
         message_to_rgb(msg)
+
+
+def test_commands_of_several_controllers_merge_into_one_action_per_sample():
+    """A robot of several controllers (the humanoid): each group's trajectories fill its own
+    columns of the action; the merged stream starts once every group has been commanded."""
+    from librobot_training.conversion.messages import TrajectoryCommand
+    from librobot_training.conversion.sync import Stream, command_actions, merge_group_commands
+
+    def stream(topic, times, positions):
+        items = [TrajectoryCommand(np.array([t]), np.array([p], dtype=np.float64)) for t, p in zip(times, positions)]
+        times = np.array(times, dtype=np.int64)
+        return Stream(topic, times, times, times, items)
+
+    arm = stream("/arm", [100, 300], [[1.0, 2.0], [3.0, 4.0]])  # joints 0 and 2
+    gripper = stream("/gripper", [200], [[0.5]])  # joint 1
+    merged = merge_group_commands({"arm": arm, "gripper": gripper},
+                                  {"arm": np.array([0, 2]), "gripper": np.array([1])}, dof=3)
+    assert merged.time_ns.tolist() == [200, 300]  # from the gripper's first command on
+    assert merged.topic == "/arm + /gripper"
+    actions = command_actions(merged, np.array([0, 1]), np.array([250, 350]))
+    np.testing.assert_allclose(actions, [[1.0, 0.5, 2.0], [3.0, 0.5, 4.0]])

@@ -64,6 +64,21 @@ class TrajectoryCommand(NamedTuple):
         return knots.sample_many((np.asarray(t_ns, dtype=np.int64) - origin) * 1e-9)[0]
 
 
+class GroupedCommand(NamedTuple):
+    """The trajectories in force for several joint groups at once (one controller each): the
+    setpoint of every joint, each group's columns from its own latest command."""
+
+    columns: tuple[np.ndarray, ...]  # per group, its joints' indices in embodiment order
+    commands: tuple[TrajectoryCommand, ...]  # per group, its latest command
+    dof: int
+
+    def targets_at(self, t_ns: np.ndarray) -> np.ndarray:
+        targets = np.empty((len(t_ns), self.dof), dtype=np.float64)
+        for columns, command in zip(self.columns, self.commands):
+            targets[:, columns] = command.targets_at(t_ns)
+        return targets
+
+
 def trajectory_from_message(msg: Any, index: np.ndarray, start_ns: int) -> TrajectoryCommand:
     """JointTrajectory with at least one point -> TrajectoryCommand (points sorted by time).
 

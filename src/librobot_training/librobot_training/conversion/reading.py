@@ -14,7 +14,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.embodiment import Embodiment, JointGroup
 from librobot_training.conversion.base import (
     COMPRESSED_IMAGE_TYPE,
     ConversionError,
@@ -32,7 +32,7 @@ from librobot_training.conversion.messages import (
     stamp_to_ns,
     trajectory_from_message,
 )
-from librobot_training.conversion.sync import Recording, StreamBuilder
+from librobot_training.conversion.sync import Recording, Stream, StreamBuilder, merge_group_commands
 from librobot_training.conversion.unclosed import (
     STORAGE_SUFFIXES,
     UnclosedMcap,
@@ -47,7 +47,7 @@ class TopicSelection:
 
     joint_states: str
     cameras: dict[str, str]
-    command: str | None
+    commands: dict[str, str]  # commanded joint group -> its controller's trajectory topic; {}: none
     instruction: str | None
     events: str | None
 
@@ -129,17 +129,21 @@ def select_topics(
         resolved = resolve_camera(available, name, topic, required)
         if resolved is not None:
             chosen[name] = resolved
-    command = None
+    commands = {}
     if action_source == "command":
-        command = _require_topic(available, spec.command_topic, TRAJECTORY_TYPE, "commands")
+        commands = {g.name: _require_topic(available, g.command_topic, TRAJECTORY_TYPE, "commands")
+                    for g in spec.commanded_groups}
     elif action_source == "auto":
-        command = _optional_topic(available, spec.command_topic, TRAJECTORY_TYPE)
+        found = {g.name: _optional_topic(available, g.command_topic, TRAJECTORY_TYPE)
+                 for g in spec.commanded_groups}
+        # every commanded group's commands, or none (actions from the measured joints)
+        commands = found if all(found.values()) else {}
     return TopicSelection(
         joint_states=_require_topic(
             available, spec.topic("joint_states"), JOINT_STATE_TYPE, "joint states"
         ),
         cameras=chosen,
-        command=command,
+        commands=commands,
         instruction=_optional_topic(available, spec.topics.get("instruction", ""), STRING_TYPE),
         events=_optional_topic(
             available, spec.topics.get("episode_events", ""), EPISODE_EVENT_TYPE
@@ -269,8 +273,10 @@ class _BagParser:
         }
         for topic in selection.cameras.values():
             self._add(topic, self._image)
+        for group, topic in selection.commands.items():
+            self._add(topic, lambda topic, msg, receive_ns, group=spec.group(group):
+                      self._trajectory(group, topic, msg, receive_ns))
         for topic, handler in (
-            (selection.command, self._trajectory),
             (selection.instruction, self._instruction),
             (selection.events, self._event),
         ):
@@ -281,11 +287,11 @@ class _BagParser:
         self.builders[topic] = StreamBuilder(topic)
         self.handlers[topic] = handler
 
-    def _joint_index(self, names: Sequence[str], what: str) -> np.ndarray:
-        key = tuple(names)
+    def _joint_index(self, names: Sequence[str], what: str, joints: Sequence[str] | None = None) -> np.ndarray:
+        key = (tuple(names), None if joints is None else tuple(joints))
         if key not in self._indices:
             try:
-                self._indices[key] = self.spec.joint_index(key)
+                self._indices[key] = self.spec.joint_index(key[0], joints)
             except KeyError as err:
                 raise ConversionError(f"{what}: {err.args[0]}") from None
         return self._indices[key]
@@ -303,10 +309,10 @@ class _BagParser:
         # kept undecoded (msg.data is a view of the raw bytes); decoded only if a sample uses it
         self._stamped(topic, msg, receive_ns, msg)
 
-    def _trajectory(self, topic: str, msg: Any, receive_ns: int) -> None:
+    def _trajectory(self, group: JointGroup, topic: str, msg: Any, receive_ns: int) -> None:
         if not msg.points:  # an empty goal cancels; the previous target stays the last command
             return
-        index = self._joint_index(msg.joint_names, f"JointTrajectory on {topic}")
+        index = self._joint_index(msg.joint_names, f"JointTrajectory on {topic}", group.joints)
         header_ns = stamp_to_ns(msg.header.stamp)
         start_ns = header_ns if header_ns != 0 else receive_ns
         self._stamped(topic, msg, receive_ns, trajectory_from_message(msg, index, start_ns))
@@ -327,6 +333,14 @@ class _BagParser:
     def handle(self, topic: str, msg: Any, receive_ns: int) -> None:
         self.handlers[topic](topic, msg, receive_ns)
 
+    def _command(self, built: Mapping[str, Stream]) -> Stream | None:
+        """The command stream: the one group's, or every commanded group's merged."""
+        streams = {group: built[topic] for group, topic in self.selection.commands.items()}
+        if len(streams) <= 1:
+            return next(iter(streams.values()), None)
+        columns = {group: self.spec.group_index(self.spec.group(group)) for group in streams}
+        return merge_group_commands(streams, columns, self.spec.dof)
+
     def recording(
         self, path: Path, message_count: int, bytes_read: int, truncation: str | None
     ) -> Recording:
@@ -339,7 +353,7 @@ class _BagParser:
             path=path,
             joint_states=built[sel.joint_states],
             cameras={name: built[topic] for name, topic in sel.cameras.items()},
-            command=built.get(sel.command) if sel.command else None,
+            command=self._command(built),
             instruction=built.get(sel.instruction) if sel.instruction else None,
             events=built.get(sel.events) if sel.events else None,
             message_count=message_count,

@@ -19,7 +19,7 @@ from librobot_training.conversion.base import (
     INT64_MIN,
     JOINT_STREAM,
 )
-from librobot_training.conversion.messages import EpisodeMarker
+from librobot_training.conversion.messages import EpisodeMarker, GroupedCommand
 
 
 @dataclass
@@ -264,8 +264,37 @@ def command_actions(command: Stream, index: np.ndarray, sample_ns: np.ndarray) -
     """Action (T, D): the trajectory in force at each sample (``index`` into ``command``)
     evaluated at that sample's time, i.e. the setpoint for time t."""
     first = command.items[int(index[0])]
-    actions = np.empty((len(index), first.positions.shape[1]), dtype=np.float64)
+    actions = np.empty((len(index), first.targets_at(sample_ns[:1]).shape[1]), dtype=np.float64)
     for i in np.unique(index):
         rows = index == i
         actions[rows] = command.items[int(i)].targets_at(sample_ns[rows])
     return actions
+
+
+def merge_group_commands(streams: Mapping[str, Stream], columns: Mapping[str, np.ndarray],
+                         dof: int) -> Stream:
+    """One command stream from the streams of several joint groups' controllers: at each message
+    of any group, a GroupedCommand of every group's latest command. It starts once every group
+    has been commanded (before that some joints have no setpoint). ``columns[name]``: that
+    group's joints in embodiment order; the streams' topics are joined in the merged name."""
+    names = list(streams)
+    rows = sorted((int(streams[name].time_ns[i]), k, i)
+                  for k, name in enumerate(names) for i in range(len(streams[name])))
+    latest: list = [None] * len(names)
+    time_ns, header_ns, receive_ns, items = [], [], [], []
+    for t, k, i in rows:
+        stream = streams[names[k]]
+        latest[k] = stream.items[i]
+        if any(item is None for item in latest):
+            continue
+        time_ns.append(t)
+        header_ns.append(int(stream.header_ns[i]))
+        receive_ns.append(int(stream.receive_ns[i]))
+        items.append(GroupedCommand(tuple(np.asarray(columns[n]) for n in names), tuple(latest), dof))
+    return Stream(
+        topic=" + ".join(streams[n].topic for n in names),
+        time_ns=np.array(time_ns, dtype=np.int64),
+        header_ns=np.array(header_ns, dtype=np.int64),
+        receive_ns=np.array(receive_ns, dtype=np.int64),
+        items=items,
+    )
