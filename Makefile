@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/env.sh
 
-CHECKPOINT ?= src/librobot_bringup/checkpoints/act_so100
+ROBOT ?= so100
+CHECKPOINT ?= src/librobot_bringup/checkpoints/act_$(ROBOT)
 EPISODES ?= 10
 DATASET ?= data/so100_sim/hdf5
 
@@ -25,8 +26,8 @@ lint: setup  ## hadolint on the Dockerfile, shellcheck on the scripts (linters f
 test: setup setup-full-ros lint  ## set up if needed, lint, then run every package's tests and the integration tests
 	@$(ENV) && python -m pytest $(PYTEST_ARGS)
 
-demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 through ROS
-	@$(ENV) && python -m librobot_bringup.demo --checkpoint $(CHECKPOINT) --episodes $(EPISODES)
+demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 (ROBOT=humanoid: the humanoid) through ROS
+	@$(ENV) && python -m librobot_bringup.demo --robot $(ROBOT) --checkpoint $(CHECKPOINT) --episodes $(EPISODES)
 
 pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 30 min on 2 cores)
 	@$(ENV) && bash scripts/pipeline.sh

@@ -1,6 +1,7 @@
-"""Closed-loop evaluation of a policy on the simulated SO-100, through the real ROS graph.
+"""Closed-loop evaluation of a policy on a robot's simulated twin, through the real ROS graph.
 
     python -m librobot_bringup.demo --episodes 10   (or: ros2 run librobot_bringup demo ...)
+    python -m librobot_bringup.demo --robot humanoid
 
 Starts the MuJoCo driver and the policy node as ROS nodes (the nodes and parameter files of
 robot.launch.py, from system.py), runs the episodes and prints the
@@ -27,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
     parser.add_argument("--seed", type=int, default=1000,
                         help="seed of the first episode (default 1000, unseen in training)")
-    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds per episode (default: the twin's, config/<robot>_sim.yaml)")
     parser.add_argument("--replan-steps", type=int, default=4,
                         help="control periods between two inferences (default 4)")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep node logs here")

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from librobot_bringup.system import config_file, expert_node
+from librobot_bringup.system import expert_node, sim_settings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,8 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=50, help="episodes to record (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
-    parser.add_argument("--cameras", nargs="+", default=["front"], help="cameras to render / record")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds per episode (default: the twin's, config/<robot>_sim.yaml)")
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="cameras to render / record (default: the twin's; with --teleop: the robot's)")
     teleop = parser.add_argument_group("teleoperation on hardware (--teleop)")
     teleop.add_argument("--teleop", action="store_true",
                         help="record the real follower arm driven by a leader arm; --episodes is "
@@ -41,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     teleop.add_argument("--calibration", help="follower calibration file")
     teleop.add_argument("--leader-port", help="leader serial port")
     teleop.add_argument("--leader-calibration", help="leader calibration file")
-    teleop.add_argument("--log-dir", type=Path, help="keep the nodes' logs here (default: a temporary directory)")
+    parser.add_argument("--log-dir", type=Path, help="keep the nodes' logs here (default: a temporary directory)")
     teleop.add_argument("--camera-driver", choices=["v4l2", "none"], default="v4l2",
                         help="v4l2: a v4l2_camera node per camera (/dev/video0, 1, ...); none: "
                              "the camera topics come from elsewhere")
@@ -59,7 +61,7 @@ def _topics(spec, cameras) -> dict:
 
     return {
         spec.topic("joint_states"): (JointState, reliable()),
-        spec.command_topic: (JointTrajectory, reliable()),
+        **{g.command_topic: (JointTrajectory, reliable()) for g in spec.commanded_groups},
         spec.topic("instruction"): (String, reliable(1, latched=True)),
         spec.topic("episode_events"): (EpisodeEvent, reliable(100, latched=True)),
         **{spec.camera(cam).topic: (Image, reliable(20)) for cam in cameras},
@@ -108,10 +110,12 @@ def main(argv=None) -> int:
 
     try:
         spec = load_embodiment(args.robot)
-        config_file(f"{args.robot}_sim.yaml")  # the robot has a simulated twin
+        cameras, time_limit = sim_settings(args.robot)  # the robot has a simulated twin
     except (ValueError, FileNotFoundError) as err:
         print(f"librobot-record: error: {err}", file=sys.stderr)
         return 2
+    args.cameras = args.cameras or list(cameras)
+    args.time_limit = args.time_limit or time_limit
     topics = _topics(spec, args.cameras)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     recorders = []
@@ -123,6 +127,7 @@ def main(argv=None) -> int:
         results = run_sim_episodes(
             [expert_node(embodiment=args.robot)], args.robot, args.episodes, first_seed=args.seed,
             time_limit_s=args.time_limit, cameras=tuple(args.cameras), setup=attach_recorder, description="recording",
+            log_dir=args.log_dir,
         )
     finally:
         for recorder in recorders:
@@ -154,6 +159,7 @@ def record_teleop(args) -> int:
 
     try:
         spec = load_embodiment(args.robot)
+        args.cameras = args.cameras or [c.name for c in spec.required_cameras]
         keys = KeyboardEpisodes(args.episodes if args.episodes > 0 else 0)
         nodes = _teleop_nodes(args, spec)
     except (ValueError, KeyError, FileNotFoundError) as err:
@@ -161,7 +167,8 @@ def record_teleop(args) -> int:
         return 2
     topics = _topics(spec, args.cameras)
     # "ready" once the arm, the leader's commands and every camera arrive
-    streams = [spec.topic("joint_states"), spec.command_topic, *(spec.camera(c).topic for c in args.cameras)]
+    streams = [spec.topic("joint_states"), *(g.command_topic for g in spec.commanded_groups),
+               *(spec.camera(c).topic for c in args.cameras)]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     recorders = []
     try:

@@ -24,7 +24,7 @@ from rclpy.node import Node
 from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
-from librobot_bringup.system import sim_driver_node
+from librobot_bringup.system import sim_driver_node, sim_settings
 from librobot_drivers import episodes as episode_keys
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
@@ -70,17 +70,22 @@ def run_sim_episodes(
     robot: str,
     episodes: int,
     first_seed: int = 0,
-    time_limit_s: float = 15.0,
-    cameras: tuple[str, ...] = ("front",),
+    time_limit_s: float | None = None,
+    cameras: tuple[str, ...] | None = None,
     setup: Callable[[Node], None] | None = None,
     log_dir: Path | None = None,
     description: str = "episodes",
 ) -> list[EpisodeResult]:
     """Start `robot`'s simulated twin with `commanders` and return once `episodes` have ended.
 
+    `time_limit_s` and `cameras` (rendered) default to the twin's config/<robot>_sim.yaml.
+
     `setup(node)` runs before the graph starts, so that recorders and monitors it attaches to
     `node` see the first message of the first episode.
     """
+    default_cameras, default_limit = sim_settings(robot)
+    cameras = default_cameras if cameras is None else cameras
+    time_limit_s = default_limit if time_limit_s is None else time_limit_s
     results: list[EpisodeResult] = []
     started: dict[int, float] = {}
 

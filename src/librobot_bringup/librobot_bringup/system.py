@@ -24,6 +24,14 @@ def config_file(name: str) -> Path:
     return path
 
 
+def sim_settings(robot: str) -> tuple[tuple[str, ...], float]:
+    """(rendered cameras, episode time limit s) of `robot`'s twin, from config/<robot>_sim.yaml."""
+    import yaml
+
+    driver = yaml.safe_load(config_file(f"{robot}_sim.yaml").read_text())["driver"]["ros__parameters"]
+    return tuple(driver["cameras"]), float(driver["episode_time_limit_s"])
+
+
 def shipped_checkpoint(robot: str) -> Path:
     """The checkpoint the launch file runs when none is given: checkpoints/act_<robot>."""
     return share_path("checkpoints", f"act_{robot}", package=PACKAGE)

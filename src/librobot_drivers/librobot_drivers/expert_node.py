@@ -1,10 +1,11 @@
-"""Scripted expert for the simulated SO-100, driving it through the real ROS graph.
+"""Scripted expert for a simulated robot, driving it through the real ROS graph.
 
-At each episode START it plans from the cube position the simulator publishes (a privileged
+At each episode START it plans from the object position the simulator publishes (a privileged
 input, like motion capture) and the measured joints, then streams the plan to the
-joint_trajectory_controller topic as short chunks, the way a teleoperator or policy would.
+joint_trajectory_controller topics of the commanded joint groups as short chunks, one message per
+group with the same stamp, the way a teleoperator or policy would.
 
-    ros2 run librobot_drivers expert_node
+    ros2 run librobot_drivers expert_node --ros-args -p embodiment:=humanoid
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from trajectory_msgs.msg import JointTrajectory
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, run_node
-from librobot_drivers.sim.expert import ScriptedExpert
-
+from librobot_drivers.sim.experts import Expert, make_expert
 
 
 class ExpertNode(Node):
@@ -35,11 +35,12 @@ class ExpertNode(Node):
 
         self._object: np.ndarray | None = None
         self._joints: np.ndarray | None = None
-        self._plan: ScriptedExpert | None = None
+        self._plan: Expert | None = None
         self._plan_start_ns = 0
         self._episode_start_ns = 0
         self._waiting_for_plan = False
-        self._pub = self.create_publisher(JointTrajectory, self.spec.command_topic, 10)
+        self._pubs = {g.name: self.create_publisher(JointTrajectory, g.command_topic, 10)
+                      for g in self.spec.commanded_groups}
         self.create_subscription(PointStamped, "/sim/object_position", self._on_object, 10)
         self.create_subscription(JointState, self.spec.topic("joint_states"), self._on_joints, 10)
         self.create_subscription(
@@ -65,14 +66,18 @@ class ExpertNode(Node):
     def _on_tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         if self._waiting_for_plan and self._object is not None and self._joints is not None:
-            self._plan = ScriptedExpert(self.spec, self._object, self._joints)
+            self._plan = make_expert(self.spec, self._object, self._joints)
+            # the plan starts once it exists: planning takes a while (the humanoid's IK, ~0.2 s
+            # on an idle CPU, seconds on a busy one), and the robot must not skip its beginning
+            now_ns = self.get_clock().now().nanoseconds
             self._plan_start_ns, self._waiting_for_plan = now_ns, False
         if self._plan is None:
             return
         t0 = (now_ns - self._plan_start_ns) * 1e-9
         tfs = (np.arange(self.horizon_points) + 1) * self.point_period
         positions = np.stack([self._plan.positions_at(t0 + t) for t in tfs])
-        self._pub.publish(messages.trajectory_msg(self.spec.joint_names, now_ns, tfs, positions))
+        for group, msg in messages.group_trajectory_msgs(self.spec, now_ns, tfs, positions):
+            self._pubs[group.name].publish(msg)
 
 
 def main(args=None) -> int:

@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from librobot_drivers.episodes import EpisodeManager, EpisodeSchedule
-from librobot_drivers.sim.so100_sim import SO100Sim
-from librobot_drivers.trajectory import TrajectoryFollower, chunk_velocities
+from librobot_drivers.embodiment import load_embodiment
+from librobot_drivers.robot import SimulatedRobot
+from librobot_drivers.robots import make_robot
+from librobot_drivers.trajectory import GroupFollowers, chunk_velocities
 from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
 from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
@@ -57,8 +59,15 @@ class Rollout:
         return largest, jerk
 
 
+def simulated_twin(policy: Policy) -> SimulatedRobot:
+    """The MuJoCo twin of the robot `policy` was trained for (its checkpoint's embodiment; the
+    SO-100 for a checkpoint that names none), rendering the policy's cameras."""
+    spec = load_embodiment(policy.metadata.get("embodiment") or "so100")
+    return make_robot(f"{spec.name}_sim", spec, render_cameras=tuple(policy.camera_names))
+
+
 def rollout(
-    policy: Policy, sim: SO100Sim, seed: int, time_limit_s: float = 15.0, replan_steps: int = 4,
+    policy: Policy, sim: SimulatedRobot, seed: int, time_limit_s: float = 15.0, replan_steps: int = 4,
     keep_frames: bool = False, latency_s: float | None = 0.0, execution: str = "receding",
     guidance: bool = True,
 ) -> Rollout:
@@ -76,9 +85,11 @@ def rollout(
     sim.reset(seed)
     policy.reset()
     torch.manual_seed(seed)  # a sampling head draws the same noise for the same episode: reproducible figures
-    follower = TrajectoryFollower(sim.read_joints().position)
+    # one follower per controller; the policy commands the commanded groups, the others hold
+    follower = GroupFollowers.for_embodiment(sim.spec, sim.read_joints().position)
+    commanded = sim.spec.commanded_index
     executor = make_executor(execution, period)
-    spec = sim.spec
+    spec = sim.spec.commanded()
     safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
                                        spec.acceleration_limits))
     refused = 0
@@ -88,7 +99,7 @@ def rollout(
 
     def observation() -> dict:
         images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
-        return {"images": images, "state": sim.read_joints().position, "time_s": t}
+        return {"images": images, "state": sim.read_joints().position[commanded], "time_s": t}
 
     while True:
         if pending is None and t >= next_inference - 1e-9:
@@ -102,7 +113,7 @@ def rollout(
             chunk = policy.infer(obs, inpaint=inpaint)["actions"]
             inference_ms.append((time.perf_counter() - started) * 1e3)
             delay = inference_ms[-1] * 1e-3 if latency_s is None else latency_s
-            pending = (sim.spec.clip(chunk), t, t + delay)
+            pending = (spec.clip(chunk), t, t + delay)
             next_inference = t + replan_steps * period
         elif policy.observation_history > 1:
             policy.observe(observation())  # the steps in between, for the model's history
@@ -114,10 +125,13 @@ def rollout(
             times, targets = executor.plan(arrival)
             try:  # as the node publishes it: through the safety layer, stamped now, ending at
                 # rest, cubic through the targets; a refused plan holds the arm where it is going
-                targets = safety.filter(times, targets, sim.read_joints().position, arrival,
-                                        follower.sample(sim.time)[1])
-                follower.set_trajectory(sim.time, sim.time, times - arrival, targets,
-                                        chunk_velocities(targets, period))
+                targets = safety.filter(times, targets, sim.read_joints().position[commanded], arrival,
+                                        follower.sample(sim.time)[1][commanded])
+                velocities = chunk_velocities(targets, period)
+                for group in spec.groups:  # one trajectory per controller, as the node publishes
+                    columns = spec.group_index(group)
+                    follower.set_trajectory(group.name, sim.time, sim.time, times - arrival,
+                                            targets[:, columns], velocities[:, columns])
             except UnsafeCommand:
                 follower.hold(follower.sample(sim.time)[0])
                 refused += 1
@@ -126,7 +140,7 @@ def rollout(
         else:
             sim.follow(follower, period)
         t = end
-        commands.append(follower.positions_at(np.array([sim.time]))[0])
+        commands.append(follower.positions_at(np.array([sim.time]))[0][commanded])
         event = episodes.update(t, sim.task_success())
         if event is not None:
             return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands), refused)
@@ -217,7 +231,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
     parser.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
     parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
-    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per episode")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds per episode (default: the twin's, 15 s for the SO-100, 20 s for the humanoid)")
     parser.add_argument("--replan-steps", type=int, default=4, help="control periods per inference (default 4)")
     parser.add_argument("--latency-ms", default="0",
                         help="delay from observation to chunk while the simulation runs on: "
@@ -265,12 +280,12 @@ def main(argv=None) -> int:
             print(f"librobot-evaluate: error: --latency-ms {args.latency_ms}: expected milliseconds "
                   ">= 0 or 'measured'", file=sys.stderr)
             return 2
-    sim = SO100Sim(render_cameras=tuple(policy.camera_names))
+    sim = simulated_twin(policy)
     sim.connect()
     results = []
     with tqdm(range(args.seed, args.seed + args.episodes), unit="episode") as seeds:
         for seed in seeds:
-            results.append(rollout(policy, sim, seed, args.time_limit, args.replan_steps,
+            results.append(rollout(policy, sim, seed, args.time_limit or sim.episode_time_limit_s, args.replan_steps,
                                    latency_s=latency_s, execution=args.execution))
             seeds.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     latencies = [ms for r in results for ms in r.inference_ms]

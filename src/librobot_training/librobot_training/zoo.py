@@ -167,10 +167,9 @@ def heldout_episodes(checkpoint: Path, dataset: str, n_episodes: int) -> list[in
 
 def measure(name: str, checkpoint: Path, dataset: str, evaluation: Evaluation, execution: str) -> Result:
     """Every figure of the table for one trained checkpoint."""
-    from librobot_drivers.sim.so100_sim import SO100Sim
     from librobot_models.policy import Policy
     from librobot_training.datasets import open_source
-    from librobot_training.evaluate import offline_errors, rollout
+    from librobot_training.evaluate import offline_errors, rollout, simulated_twin
 
     policy = Policy.from_checkpoint(checkpoint)
     parameters = sum(p.numel() for p in policy.model.parameters())
@@ -181,7 +180,7 @@ def measure(name: str, checkpoint: Path, dataset: str, evaluation: Evaluation, e
     heldout = heldout_episodes(checkpoint, dataset, n_episodes)
     errors = offline_errors(policy, dataset, heldout, stride=evaluation.offline_stride)
 
-    sim = SO100Sim(render_cameras=tuple(policy.camera_names))
+    sim = simulated_twin(policy)
     sim.connect()
     seeds = list(range(evaluation.first_seed, evaluation.first_seed + evaluation.episodes))
     started = time.monotonic()

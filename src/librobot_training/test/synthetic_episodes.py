@@ -24,8 +24,10 @@ def make_synthetic_episodes(
     rate_hz: float = 10.0,
     instruction: str = "reach the target",
     seed: int = 0,
+    embodiment: str = "synthetic",
 ) -> list[Path]:
-    """Write `n_episodes` episodes in the HDF5 layout (embodiment "synthetic"); returns their paths.
+    """Write `n_episodes` episodes in the HDF5 layout; returns their paths. `embodiment` names the
+    robot they claim to come from (a robot's name when a test rolls their policy out in its twin).
 
     The content is DummySource's: sinusoidal joints one period behind their command
     (qpos[t + 1] == action[t]) and a bright square whose column follows joint 0.
@@ -48,7 +50,7 @@ def make_synthetic_episodes(
             f.attrs["rate_hz"] = rate_hz
             f.attrs["instruction"] = instruction
             f.attrs["success"] = True
-            f.attrs["embodiment"] = "synthetic"
+            f.attrs["embodiment"] = embodiment
             f.create_dataset("observations/qpos", data=episode["state"])
             f.create_dataset("action", data=episode["action"])
             for cam in camera_names:

@@ -37,7 +37,7 @@ def write_manifest(root: Path, frameworks: dict, evaluation: dict | None = None)
 def zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     data = root / "data"
-    make_synthetic_episodes(data, n_episodes=3, length=20, state_dim=6)
+    make_synthetic_episodes(data, n_episodes=3, length=20, state_dim=6, embodiment="so100")  # rolled out on its twin
     manifest = write_manifest(root, {
         "act": {"config": "tiny_act.yaml", "execution": "temporal_ensemble"},
         "act_short": {"config": "tiny_act.yaml", "execution": "receding", "overrides": ["train.steps=10"]},
