@@ -57,6 +57,17 @@ def spin():
 def tiny_checkpoint(tmp_path_factory):
     """A randomly initialised SO-100 ACT checkpoint (10-step chunks, front camera, 10 Hz):
     small enough to load and run in milliseconds, real in every other respect."""
+    return _tiny_act(tmp_path_factory, "so100", "front")
+
+
+@pytest.fixture(scope="session")
+def tiny_humanoid_checkpoint(tmp_path_factory):
+    """A randomly initialised humanoid ACT checkpoint: the 19 commanded joints (waist, arms,
+    grippers) as state and action, 10-step chunks, the head camera, 10 Hz."""
+    return _tiny_act(tmp_path_factory, "humanoid", "head")
+
+
+def _tiny_act(tmp_path_factory, robot: str, camera: str):
     import numpy as np
 
     from librobot_drivers.embodiment import load_embodiment
@@ -64,17 +75,17 @@ def tiny_checkpoint(tmp_path_factory):
     from librobot_models.frameworks.act import ACTConfig
     from librobot_models.normalization import NormStats
 
-    spec = load_embodiment("so100")
+    spec = load_embodiment(robot).commanded()
     config = ACTConfig(
-        state_dim=6, action_dim=6, chunk_size=10, camera_names=("front",), image_size=(32, 32),
+        state_dim=spec.dof, action_dim=spec.dof, chunk_size=10, camera_names=(camera,), image_size=(32, 32),
         vision_channels=(8, 16), dim_model=32, n_heads=4, dim_feedforward=64,
         n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=4,
     )
-    samples = np.random.default_rng(0).uniform(-0.5, 0.5, size=(100, 6))
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, size=(100, spec.dof))
     stats = {"state": NormStats.from_array(samples), "actions": NormStats.from_array(samples)}
-    path = tmp_path_factory.mktemp("checkpoints") / "act_tiny"
-    metadata = {"embodiment": "so100", "joint_names": spec.joint_names,
-                "camera_names": ["front"], "rate_hz": 10.0}
+    path = tmp_path_factory.mktemp("checkpoints") / f"act_tiny_{robot}"
+    metadata = {"embodiment": robot, "joint_names": spec.joint_names,
+                "camera_names": [camera], "rate_hz": 10.0}
     save_checkpoint(path, config.create(), config, stats, metadata)
     return path
 

@@ -142,10 +142,10 @@ def _session_processes(session: int) -> list[int]:
 
 
 @contextmanager
-def launched(env: dict, log: Path, *args: str):
-    """`ros2 launch librobot_bringup so100.launch.py rviz:=false <args>`, stopped with Ctrl-C;
+def launched(env: dict, log: Path, *args: str, launch_file: str = "so100.launch.py"):
+    """`ros2 launch librobot_bringup <launch_file> rviz:=false <args>`, stopped with Ctrl-C;
     fails if the shutdown left a traceback or a process behind."""
-    process = Launched(["ros2", "launch", "librobot_bringup", "so100.launch.py", "rviz:=false", *args],
+    process = Launched(["ros2", "launch", "librobot_bringup", launch_file, "rviz:=false", *args],
                        env, log)
     try:
         yield process
@@ -184,7 +184,8 @@ def observer(ros_context):
 
 @pytest.fixture(scope="module")
 def cli(ros_env):
-    """The helpers the tests use: cli.ros2(*args), cli.launch(log, *args), cli.start(args, log)."""
+    """The helpers the tests use: cli.ros2(*args), cli.launch(log, *args[, launch_file=...]),
+    cli.start(args, log)."""
 
     class Cli:
         env = ros_env
@@ -194,8 +195,8 @@ def cli(ros_env):
             return ros2(ros_env, *args, **kwargs)
 
         @staticmethod
-        def launch(log, *args):
-            return launched(ros_env, log, *args)
+        def launch(log, *args, launch_file="so100.launch.py"):
+            return launched(ros_env, log, *args, launch_file=launch_file)
 
         @staticmethod
         def start(args, log):

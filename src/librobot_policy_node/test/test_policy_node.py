@@ -398,3 +398,53 @@ def test_an_unknown_inference_trigger_is_refused(ros_context, tiny_checkpoint):
         assert h.policy.inference_trigger == "frame"
     finally:
         h.close()
+
+
+def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
+        ros_context, spin, tiny_humanoid_checkpoint):
+    """The humanoid: the node reads all 31 joints, feeds the policy the 19 commanded ones and
+    publishes each chunk as one JointTrajectory per commanded group's controller, with that
+    group's joints, all stamped alike; the held legs' controller gets nothing."""
+    spec = load_embodiment("humanoid")
+    policy = PolicyNode(context=ros_context, parameter_overrides=[
+        Parameter("embodiment", value="humanoid"), Parameter("checkpoint", value=str(tiny_humanoid_checkpoint)),
+        Parameter("replan_steps", value=1), Parameter("max_step", value=10.0)])
+    robot = Node("fake_humanoid", context=ros_context)
+    joints = robot.create_publisher(JointState, "/joint_states", 10)
+    camera = robot.create_publisher(Image, "/camera/head/image_raw", 10)
+    received = {g.name: [] for g in spec.groups}
+    for group in spec.groups:
+        robot.create_subscription(JointTrajectory, group.command_topic, received[group.name].append, 10)
+    chunks = []
+    robot.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(policy)
+    executor.add_node(robot)
+    last = [-1.0]
+
+    def feed():
+        if time.monotonic() - last[0] >= CAMERA_PERIOD_S:
+            last[0] = time.monotonic()
+            stamp = messages.time_from_ns(robot.get_clock().now().nanoseconds)
+            state = JointState(name=spec.joint_names, position=[0.0] * spec.dof)
+            state.header.stamp = stamp
+            joints.publish(state)
+            camera.publish(messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "head_camera"))
+        return len(chunks) >= 2 and all(len(received[g.name]) >= 2 for g in spec.commanded_groups)
+
+    try:
+        assert spin(executor, feed, timeout_s=30.0), policy._message
+        assert received["legs"] == []
+        chunk = chunks[-1]
+        assert len(chunk.trajectory.joint_names) == 19
+        for group in spec.commanded_groups:
+            trajectory = next(t for t in reversed(received[group.name]) if t.header.stamp == chunk.trajectory.header.stamp)
+            assert list(trajectory.joint_names) == list(group.joints)
+            columns = [list(chunk.trajectory.joint_names).index(n) for n in group.joints]
+            whole = np.array([p.positions for p in chunk.trajectory.points])[:, columns]
+            assert np.allclose([p.positions for p in trajectory.points], whole)
+            assert [p.time_from_start for p in trajectory.points] == [p.time_from_start for p in chunk.trajectory.points]
+    finally:
+        executor.shutdown()
+        policy.destroy_node()
+        robot.destroy_node()

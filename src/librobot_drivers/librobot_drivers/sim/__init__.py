@@ -1,5 +1,8 @@
 """Simulated twins (MuJoCo) of our robots and their scripted experts. ROS-free.
 
+SO-100: SO100Sim (pick and place) and ScriptedExpert; humanoid: HumanoidSim (bimanual handover)
+and HumanoidExpert. `experts.make_expert` picks a robot's expert by embodiment.
+
 MuJoCo picks its OpenGL backend when it is first imported, so the headless default (software
 EGL, no display needed) is set here, before anything imports `mujoco`. Set `MUJOCO_GL` (and
 `EGL_PLATFORM`) yourself to use another backend.
@@ -12,5 +15,7 @@ os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
 from librobot_drivers.sim.so100_sim import SO100Sim  # noqa: E402
 from librobot_drivers.sim.expert import ScriptedExpert, rollout  # noqa: E402
+from librobot_drivers.sim.humanoid_sim import HumanoidSim  # noqa: E402
+from librobot_drivers.sim.humanoid_expert import HumanoidExpert  # noqa: E402
 
-__all__ = ["SO100Sim", "ScriptedExpert", "rollout"]
+__all__ = ["SO100Sim", "ScriptedExpert", "rollout", "HumanoidSim", "HumanoidExpert"]
