@@ -100,7 +100,7 @@ def test_framework_swaps_live_between_the_shipped_checkpoints(default_launch, cl
     status = cli.ros2("topic", "echo", "--once", "/policy/status", "librobot_msgs/msg/PolicyStatus", timeout=30).stdout
     assert "framework: openvla" in status
     refused = cli.ros2("param", "set", "/policy", "framework", "nope", check=False).stdout
-    assert "Setting parameter failed" in refused and "no checkpoint of it in models" in refused
+    assert "Setting parameter failed" in refused and "no so100 checkpoint of it in models" in refused
     assert "Set parameter successful" in cli.ros2("param", "set", "/policy", "framework", "act").stdout
     default_launch.wait_for_log(r"loaded openvla checkpoint[\s\S]*loaded act checkpoint \w+ from \S+act_so100", 60)
 

@@ -30,8 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seed of the first episode (default 1000, unseen in training)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds per episode (default: the twin's, config/<robot>_sim.yaml)")
-    parser.add_argument("--replan-steps", type=int, default=4,
-                        help="control periods between two inferences (default 4)")
+    parser.add_argument("--replan-steps", type=int, default=None,
+                        help="control periods between two inferences (default: config/<robot>_policy.yaml's)")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep node logs here")
     return parser.parse_args(argv)
 
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     try:
         checkpoint = args.checkpoint or shipped_checkpoint(args.robot)
         read_checkpoint_header(checkpoint)
-        policy = policy_node(args.robot, checkpoint, replan_steps=args.replan_steps)
+        overrides = {} if args.replan_steps is None else {"replan_steps": args.replan_steps}
+        policy = policy_node(args.robot, checkpoint, **overrides)
     except (ValueError, FileNotFoundError) as err:
         print(f"librobot-demo: error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 SRC = Path(__file__).resolve().parents[2]
@@ -51,24 +52,30 @@ def test_our_nodes_exist_as_ros2_run_executables_and_modules(tmp_path):
         assert callable(importlib.import_module(spec.module).main), spec
 
 
-def test_parameter_files_only_set_declared_parameters():
+@pytest.mark.parametrize("robot", ["so100", "humanoid"])
+def test_parameter_files_only_set_declared_parameters(robot):
     from librobot_policy_node.policy_node import PARAMETERS
 
-    params = yaml.safe_load((BRINGUP / "config" / "so100_policy.yaml").read_text())
+    params = yaml.safe_load((BRINGUP / "config" / f"{robot}_policy.yaml").read_text())
     assert set(params["policy"]["ros__parameters"]) <= set(PARAMETERS)
-    sim = yaml.safe_load((BRINGUP / "config" / "so100_sim.yaml").read_text())
+    assert params["policy"]["ros__parameters"]["embodiment"] == robot
+    sim = yaml.safe_load((BRINGUP / "config" / f"{robot}_sim.yaml").read_text())
     declared = declared_parameters(SRC / "librobot_drivers/librobot_drivers/driver_node.py")
     assert set(sim["driver"]["ros__parameters"]) <= declared
+    assert sim["driver"]["ros__parameters"]["robot"] == f"{robot}_sim"
 
 
-def test_files_robot_launch_finds_for_the_so100_exist():
-    """robot.launch.py finds a robot's files by its name (see its docstring)."""
-    assert (SRC / "librobot_drivers/config/embodiments/so100.yaml").is_file()
-    assert (SRC / "librobot_drivers/description/urdf/so100.urdf.xacro").is_file()
-    assert (SRC / "librobot_drivers/config/so100_controllers.yaml").is_file()
-    for name in ("config/so100_policy.yaml", "config/so100_sim.yaml", "config/so100.rviz",
-                 "checkpoints/act_so100/config.json"):
+@pytest.mark.parametrize("robot, camera", [("so100", "front"), ("humanoid", "head")])
+def test_files_robot_launch_finds_for_each_robot_exist(robot, camera):
+    """robot.launch.py finds a robot's files by its name (see its docstring); the per-robot
+    launch file is robot.launch.py with robot set."""
+    assert (SRC / f"librobot_drivers/config/embodiments/{robot}.yaml").is_file()
+    assert (SRC / f"librobot_drivers/description/urdf/{robot}.urdf.xacro").is_file()
+    assert (SRC / f"librobot_drivers/config/{robot}_controllers.yaml").is_file()
+    for name in (f"config/{robot}_policy.yaml", f"config/{robot}_sim.yaml", f"config/{robot}.rviz",
+                 f"checkpoints/act_{robot}/config.json", f"launch/{robot}.launch.py"):
         assert (BRINGUP / name).is_file(), name
-    rviz = yaml.safe_load((BRINGUP / "config" / "so100.rviz").read_text())
+    assert f'launch_arguments={{"robot": "{robot}"}}' in (BRINGUP / "launch" / f"{robot}.launch.py").read_text()
+    rviz = yaml.safe_load((BRINGUP / "config" / f"{robot}.rviz").read_text())
     topics = [d.get("Topic", {}).get("Value") for d in rviz["Visualization Manager"]["Displays"]]
-    assert "/camera/front/image_raw" in topics
+    assert f"/camera/{camera}/image_raw" in topics

@@ -401,20 +401,22 @@ class PolicyNode(LifecycleNode):
                     "fewer than the chunk, so a new chunk comes before the last one ends)")
         return None
 
-    @staticmethod
-    def _framework_checkpoint(name: str, models: str) -> tuple[str | None, str | None]:
-        """(checkpoint directory of framework `name` in the `models` directory, None) or
-        (None, why not, listing the frameworks found there)."""
+    def _framework_checkpoint(self, name: str, models: str) -> tuple[str | None, str | None]:
+        """(checkpoint directory of framework `name` for this robot in the `models` directory,
+        None) or (None, why not, listing the frameworks found there). Checkpoints of another
+        embodiment (the shipped directory holds every robot's) are not this robot's frameworks."""
         found = {}
         if models and Path(models).is_dir():
             for directory in sorted(p for p in Path(models).iterdir() if p.is_dir()):
                 try:
-                    found.setdefault(read_checkpoint_header(directory)["framework"], str(directory))
+                    header = read_checkpoint_header(directory)
                 except (ValueError, KeyError):  # not a checkpoint: ignored
                     continue
+                if header.get("embodiment") in (None, self.spec.name) and "framework" in header:
+                    found.setdefault(header["framework"], str(directory))
         if name in found:
             return found[name], None
-        return None, (f"framework {name!r}: no checkpoint of it in models {models!r} "
+        return None, (f"framework {name!r}: no {self.spec.name} checkpoint of it in models {models!r} "
                       f"(found: {', '.join(found) or 'none'})")
 
     def _load_policy(self, source: str):

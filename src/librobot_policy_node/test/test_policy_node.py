@@ -164,7 +164,7 @@ def test_framework_chooses_from_the_models_directory_and_an_unknown_one_is_refus
     try:
         refused = h.policy.set_parameters([Parameter("framework", value="pi0")])[0]
         assert not refused.successful
-        assert "no checkpoint of it in models" in refused.reason and "found: act, octo" in refused.reason
+        assert "no so100 checkpoint of it in models" in refused.reason and "found: act, octo" in refused.reason
         assert h.policy.set_parameters([Parameter("framework", value="octo")])[0].successful
         assert spin(h.executor, lambda: h.publish() or (h.chunks and h.chunks[-1].framework == "octo"),
                     timeout_s=30.0)
