@@ -10,8 +10,7 @@ import pytest
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.robots import make_robot
 from librobot_drivers.sim import HumanoidExpert, HumanoidSim
-from librobot_drivers.sim.experts import make_expert
-from librobot_drivers.sim.humanoid_expert import rollout
+from librobot_drivers.sim.experts import make_expert, rollout
 
 EPISODES = 10  # the note's figure is over 200 seeds (a few minutes); this keeps CI short
 

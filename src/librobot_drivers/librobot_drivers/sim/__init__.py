@@ -14,7 +14,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
 from librobot_drivers.sim.so100_sim import SO100Sim  # noqa: E402
-from librobot_drivers.sim.expert import ScriptedExpert, rollout  # noqa: E402
+from librobot_drivers.sim.expert import ScriptedExpert  # noqa: E402
+from librobot_drivers.sim.experts import rollout  # noqa: E402
 from librobot_drivers.sim.humanoid_sim import HumanoidSim  # noqa: E402
 from librobot_drivers.sim.humanoid_expert import HumanoidExpert  # noqa: E402
 

@@ -8,7 +8,7 @@ arm's own kinematics, read from the scene file (which a test checks against the 
 
     >>> expert = ScriptedExpert(spec, sim.object_pose()[:3], sim.read_joints().position)
     >>> expert.positions_at(1.3)    # (6,) joint targets, rad, 1.3 s after the episode start
-    >>> rollout(sim, expert)        # feed them at 10 Hz as a trajectory controller would
+    >>> experts.rollout(sim, expert)  # feed them at 10 Hz as a trajectory controller would
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import mujoco
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
-from librobot_drivers.sim.so100_sim import SCENE_PATH, SO100Sim
-from librobot_drivers.trajectory import TrajectoryFollower
+from librobot_drivers.sim.experts import PlannedTrajectory, smoothstep
+from librobot_drivers.sim.so100_sim import SCENE_PATH
 
 ARM_JOINTS = 5  # the joints that place the TCP; the sixth is the jaw
 TCP_SITE = "tcp"
@@ -194,7 +194,7 @@ def _scene(joint_names: tuple[str, ...]) -> _Scene:
     )
 
 
-class ScriptedExpert:
+class ScriptedExpert(PlannedTrajectory):
     """A planned pick-and-place trajectory for one episode.
 
     Args:
@@ -232,18 +232,6 @@ class ScriptedExpert:
             )
         self._times, self._positions = self._plan(object_position, object_yaw, start_positions)
 
-    @property
-    def duration(self) -> float:
-        """s from the start of the plan to its last point (the jaw open above the target)."""
-        return float(self._times[-1])
-
-    def positions_at(self, t: float) -> np.ndarray:
-        """(6,) joint targets, rad, `t` s after the start; held constant outside [0, duration]."""
-        t = float(np.clip(t, 0.0, self.duration))
-        i = int(np.clip(np.searchsorted(self._times, t, side="right") - 1, 0, len(self._times) - 2))
-        share = (t - self._times[i]) / (self._times[i + 1] - self._times[i])
-        return (1.0 - share) * self._positions[i] + share * self._positions[i + 1]
-
     # -- planning -------------------------------------------------------------------------------
     def _plan(
         self, cube: np.ndarray, cube_yaw: float, start: np.ndarray
@@ -262,7 +250,7 @@ class ScriptedExpert:
             goal = waypoints[name]
             steps = max(1, round(duration / SAMPLE_PERIOD))
             for k in range(1, steps + 1):
-                s = _smoothstep(k / steps)
+                s = smoothstep(k / steps)
                 if previous is None:
                     arm = start[:ARM_JOINTS] + s * (above_cube_joints - start[:ARM_JOINTS])
                     jaw = start[ARM_JOINTS] + s * (goal.jaw - start[ARM_JOINTS])
@@ -321,24 +309,3 @@ class ScriptedExpert:
 def _bearing(position: np.ndarray) -> float:
     """rad: direction of `position` seen from above the robot's pan axis (world z)."""
     return float(np.arctan2(position[1], position[0]))
-
-
-def _smoothstep(s: float) -> float:
-    """Minimum-jerk progress in [0, 1] for s in [0, 1]: no velocity or acceleration at the ends."""
-    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
-
-
-def rollout(sim: SO100Sim, expert: ScriptedExpert, settle: float = 0.5) -> bool:
-    """Run `expert` on `sim`, then report task success.
-
-    The plan, sampled at the embodiment's control rate, is one trajectory for the same follower
-    the driver uses (linear between the samples, as joint_trajectory_controller with positions
-    only); after it the last target is held for `settle` s so the cube comes to rest.
-    """
-    period = sim.spec.control_period
-    ticks = int(np.ceil((expert.duration + settle) / period))
-    times = period * np.arange(1, ticks + 1)
-    follower = TrajectoryFollower(sim.read_joints().position)
-    follower.set_trajectory(sim.time, sim.time, times, np.stack([expert.positions_at(t) for t in times]))
-    sim.follow(follower, ticks * period)
-    return sim.task_success()

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.trajectory import GroupFollowers
 
 EXPERTS = {
     "so100": ("librobot_drivers.sim.expert", "ScriptedExpert"),
@@ -35,3 +36,48 @@ def make_expert(spec: Embodiment, object_position: np.ndarray, start_positions: 
         raise ValueError(f"no scripted expert for embodiment {spec.name!r}; "
                          f"experts exist for {sorted(EXPERTS)}") from None
     return getattr(importlib.import_module(module), name)(spec, object_position, start_positions)
+
+
+class PlannedTrajectory:
+    """An expert's plan sampled in advance: times (N,) s from the start and joint targets (N, dof),
+    linear in between. Subclasses set `_times` and `_positions` in their constructor."""
+
+    _times: np.ndarray
+    _positions: np.ndarray
+
+    @property
+    def duration(self) -> float:
+        """s from the start of the plan to its last point."""
+        return float(self._times[-1])
+
+    def positions_at(self, t: float) -> np.ndarray:
+        """(dof,) joint targets `t` s after the start; held constant outside [0, duration]."""
+        t = float(np.clip(t, 0.0, self.duration))
+        i = int(np.clip(np.searchsorted(self._times, t, side="right") - 1, 0, len(self._times) - 2))
+        share = (t - self._times[i]) / (self._times[i + 1] - self._times[i])
+        return (1.0 - share) * self._positions[i] + share * self._positions[i + 1]
+
+
+def smoothstep(s: float) -> float:
+    """Minimum-jerk progress in [0, 1] for s in [0, 1]: no velocity or acceleration at the ends."""
+    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+
+
+def rollout(sim, expert: Expert, settle: float = 0.5) -> bool:
+    """Run `expert` on the simulated robot `sim`, then report task success.
+
+    The plan, sampled at the embodiment's control rate, is one trajectory per joint group for
+    the followers the driver uses (linear between the samples, as joint_trajectory_controller
+    with positions only); after it the last targets are held for `settle` s so that the objects
+    come to rest.
+    """
+    spec = sim.spec
+    period = spec.control_period
+    ticks = int(np.ceil((expert.duration + settle) / period))
+    times = period * np.arange(1, ticks + 1)
+    plan = np.stack([expert.positions_at(t) for t in times])
+    followers = GroupFollowers.for_embodiment(spec, sim.read_joints().position)
+    for group in spec.groups:
+        followers.set_trajectory(group.name, sim.time, sim.time, times, plan[:, spec.group_index(group)])
+    sim.follow(followers, ticks * period)
+    return sim.task_success()

@@ -9,20 +9,19 @@ waist follows a scripted posture per phase; the legs stay where they are.
 
     >>> expert = HumanoidExpert(spec, sim.object_pose()[:3], sim.read_joints().position)
     >>> expert.positions_at(1.3)    # (31,) joint targets, 1.3 s after the episode start
-    >>> rollout(sim, expert)        # feed them at 10 Hz as the trajectory controllers would
+    >>> experts.rollout(sim, expert)  # feed them at 10 Hz as the trajectory controllers would
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import mujoco
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
+from librobot_drivers.sim.experts import PlannedTrajectory, smoothstep
 from librobot_drivers.sim.humanoid_sim import HumanoidSim
-from librobot_drivers.trajectory import GroupFollowers
 
 OPEN = 0.035  # m, each finger from the middle: a 7 cm gap around the 3 cm bar
 SHUT = 0.0  # m, commanded shut: the bar stops the fingers, the servo's pull is the grip
@@ -96,6 +95,8 @@ class _Kinematics:
         self.lower, self.upper = spec.lower_limits, spec.upper_limits
         self.arms = {side: spec.group_index(spec.group(f"{side}_arm")) for side in ("left", "right")}
         self.tcp = {side: self.model.body(f"{side}_tcp_link").id for side in ("left", "right")}
+        # the scene the plan aims at: basket floor centre (3,) m, rim height m, bar half height m
+        self.basket = (sim.basket_position, sim.basket_rim_height, float(sim.bar_half_size[2]))
 
     def tcp_pose(self, q: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
         self.data.qpos[self.qpos] = q
@@ -137,7 +138,7 @@ def _kinematics(spec: Embodiment) -> _Kinematics:
     return _KINEMATICS[key]
 
 
-class HumanoidExpert:
+class HumanoidExpert(PlannedTrajectory):
     """A planned handover-and-place trajectory for one episode.
 
     Args:
@@ -159,17 +160,6 @@ class HumanoidExpert:
         self._grippers = {side: self._kin.index[f"{side}_gripper_joint"] for side in ("left", "right")}
         self._times, self._positions = self._plan(object_position, start_positions)
 
-    @property
-    def duration(self) -> float:
-        return float(self._times[-1])
-
-    def positions_at(self, t: float) -> np.ndarray:
-        """(dof,) joint targets `t` s after the start; held constant outside [0, duration]."""
-        t = float(np.clip(t, 0.0, self.duration))
-        i = int(np.clip(np.searchsorted(self._times, t, side="right") - 1, 0, len(self._times) - 2))
-        share = (t - self._times[i]) / (self._times[i + 1] - self._times[i])
-        return (1.0 - share) * self._positions[i] + share * self._positions[i + 1]
-
     # -- planning -------------------------------------------------------------------------------
     def _tucked(self, start: np.ndarray, side: str) -> np.ndarray:
         """(7,) `side`'s arm as it started, the forearm raised: when the body leans over the
@@ -180,13 +170,12 @@ class HumanoidExpert:
 
     def _waypoints(self, bar: np.ndarray, start: np.ndarray) -> dict[str, _Hands]:
         """Where each phase of PHASES ends."""
-        sim_basket = _basket()
         up = np.array([0.0, 0.0, APPROACH])
         grasp_height = np.array([0.0, 0.0, TCP_ABOVE_CENTER])
         pick = bar + grasp_height - [0.0, GRIP_OFFSET, 0.0]
         hand_right = HANDOVER - [0.0, GRIP_OFFSET, 0.0]
         hand_left = HANDOVER + [0.0, GRIP_OFFSET, 0.0]
-        basket, rim, half_height = sim_basket
+        basket, rim, half_height = self._kin.basket
         drop = np.array([basket[0], basket[1] + GRIP_OFFSET, rim + DROP_ABOVE_RIM + half_height])
         drop += grasp_height
         right_away = hand_right + [0.0, -0.04, 0.05]  # off the bar's end and up
@@ -237,7 +226,7 @@ class HumanoidExpert:
                     arms_to[side] = self._kin.solve(seed, side, tcp, pointing_down(HAND_YAW[side]))[arm]
             steps = max(1, round(duration / SAMPLE_PERIOD))
             for k in range(1, steps + 1):
-                s = _smoothstep(k / steps)
+                s = smoothstep(k / steps)
                 q[self._waist] = waist + s * (goal_waist - waist)
                 for side, (tcp, grip) in targets.items():
                     if side in arms_to:
@@ -255,34 +244,8 @@ class HumanoidExpert:
         return np.array(times), np.array(positions)
 
 
-@lru_cache(maxsize=1)
-def _basket() -> tuple[np.ndarray, float, float]:
-    """Basket floor centre (3,) m, rim height m and the bar's half height m, from the scene."""
-    sim = HumanoidSim(render_cameras=())
-    return sim.basket_position, sim.basket_rim_height, float(sim.bar_half_size[2])
-
-
 def _nominal_arm(side: str) -> np.ndarray:
     """(7,) rad, an arm reaching forward with the hand pointing down: where the IK of a hand's
     first goal starts (shoulder pitch, roll, yaw, elbow, wrist roll, pitch, yaw)."""
     s = 1.0 if side == "left" else -1.0
     return np.array([-0.3, 0.2 * s, 0.0, 0.5, 1.57 * s, 1.0, 0.0])
-
-
-def _smoothstep(s: float) -> float:
-    """Minimum-jerk progress in [0, 1] for s in [0, 1]: no velocity or acceleration at the ends."""
-    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
-
-
-def rollout(sim: HumanoidSim, expert: HumanoidExpert, settle: float = 0.5) -> bool:
-    """Run `expert` on `sim` (its plan sampled at the control rate, one trajectory per joint
-    group as the controllers get it), hold the last targets `settle` s, report task success."""
-    period = sim.spec.control_period
-    ticks = int(np.ceil((expert.duration + settle) / period))
-    times = period * np.arange(1, ticks + 1)
-    plan = np.stack([expert.positions_at(t) for t in times])
-    followers = GroupFollowers.for_embodiment(sim.spec, sim.read_joints().position)
-    for group in sim.spec.groups:
-        followers.set_trajectory(group.name, sim.time, sim.time, times, plan[:, sim.spec.group_index(group)])
-    sim.follow(followers, ticks * period)
-    return sim.task_success()
