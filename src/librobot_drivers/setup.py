@@ -34,6 +34,7 @@ setup(
     license="Apache-2.0",
     entry_points={"console_scripts": [
         "driver_node = librobot_drivers.driver_node:main",
+        "drive_node = librobot_drivers.drive_node:main",
         "expert_node = librobot_drivers.expert_node:main",
         "teleop_node = librobot_drivers.teleop_node:main",
         "calibrate = librobot_drivers.calibrate:main",

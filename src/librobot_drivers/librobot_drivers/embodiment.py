@@ -13,6 +13,12 @@ ROS-free on purpose (no rclpy, no messages): training code imports it.
 Joint groups: every joint belongs to one group, and each group has its own ros2_control
 controller. The policy commands the `commanded` groups (its state and action are their joints,
 in spec order: `spec.commanded()`); the others are held where they are (a humanoid's legs).
+
+A group's command interface is `position` (a joint_trajectory_controller: one target position per
+joint) or `velocity` (a velocity controller). The one velocity group of today is an articulated
+vehicle's wheels (`drive:`): the policy commands them through one channel, the ground speed, in
+place of the wheels in its state and action; the drive node turns it into one speed per wheel
+(librobot_drivers.articulated) behind a deadman.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import yaml
 
+from librobot_drivers.articulated import WHEELS, ArticulatedGeometry, ground_speed
 from librobot_drivers.resources import share_path
+
+INTERFACES = ("position", "velocity")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,11 @@ class JointSpec:
     effort: float
     aliases: tuple[str, ...] = ()
     acceleration: float | None = None  # rad/s^2 (m/s^2 for a prismatic joint); None: not limited
+
+    @property
+    def continuous(self) -> bool:
+        """A joint without position limits (a wheel)."""
+        return self.lower == -np.inf and self.upper == np.inf
 
     def __post_init__(self) -> None:
         if not self.lower < self.upper:
@@ -72,10 +86,54 @@ class JointGroup:
     controller: str
     controller_type: str
     commanded: bool = True  # False: held (e.g. standing legs); the policy never commands it
+    interface: str = "position"  # the controller's command interface: position or velocity
+    topic: str | None = None  # where the policy's trajectories go; None: the controller's
+
+    def __post_init__(self) -> None:
+        if self.interface not in INTERFACES:
+            raise ValueError(f"group {self.name!r}: interface {self.interface!r}; expected one of "
+                             f"{list(INTERFACES)}")
 
     @property
     def command_topic(self) -> str:
-        return f"/{self.controller}/joint_trajectory"
+        """The JointTrajectory topic the policy commands this group on."""
+        return self.topic or f"/{self.controller}/joint_trajectory"
+
+    @property
+    def controller_commands_topic(self) -> str:
+        """A velocity group's controller input (std_msgs/Float64MultiArray, one per joint)."""
+        return f"/{self.controller}/commands"
+
+
+@dataclass(frozen=True)
+class ArticulatedDrive:
+    """The wheels of a centre-articulated vehicle, commanded through one ground-speed channel.
+
+    `speed` is that channel as the policy sees it, a JointSpec in m/s: lower = the fastest
+    reverse, upper = the fastest forward, velocity = the largest acceleration (m/s^2). The drive
+    node stops the wheels when no command came within `command_timeout_s`.
+    """
+
+    group: str  # the wheels' joint group (velocity interface)
+    articulation_joint: str
+    wheels: tuple[str, str, str, str]  # joint names in articulated.WHEELS order
+    geometry: ArticulatedGeometry
+    speed: JointSpec
+    command_timeout_s: float
+    trajectory_topic: str  # the policy's wheel-speed trajectories, the drive node's input
+    wheel_commands_topic: str  # sensor_msgs/JointState of every wheel command the drive node sends
+    cmd_vel_topic: str  # geometry_msgs/Twist for driving by hand
+
+    def __post_init__(self) -> None:
+        if not 0 < self.command_timeout_s <= 1.0:
+            raise ValueError(f"drive: command_timeout_s {self.command_timeout_s}; expected 0 < t <= 1 s")
+        if not self.speed.lower < 0 < self.speed.upper:
+            raise ValueError(f"drive: speed range [{self.speed.lower}, {self.speed.upper}] m/s must "
+                             "hold 0 (reverse below it, forward above)")
+
+    def ground_speed(self, wheel_velocities: np.ndarray) -> np.ndarray:
+        """m/s of the reference point from (..., 4) wheel velocities in `wheels` order."""
+        return ground_speed(self.geometry, wheel_velocities)
 
 
 @dataclass(frozen=True)
@@ -90,6 +148,7 @@ class Embodiment:
     groups: tuple[JointGroup, ...]
     action_type: str
     end_effector_link: str | None = None  # URDF link drawn for predicted chunks (RViz markers)
+    drive: ArticulatedDrive | None = None  # an articulated vehicle's wheels (velocity group)
     _alias_to_name: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +175,11 @@ class Embodiment:
                                  "expected them in the spec's joint order")
         if not any(group.commanded for group in self.groups):
             raise ValueError(f"{self.name}: no group is commanded; expected at least one")
+        velocity_groups = [g.name for g in self.groups if g.interface == "velocity"]
+        drive_group = [self.drive.group] if self.drive is not None else []
+        if velocity_groups != drive_group:
+            raise ValueError(f"{self.name}: velocity groups {velocity_groups}; expected exactly the "
+                             f"drive's wheels {drive_group} (a velocity group needs a drive: section)")
 
     # -- joints --------------------------------------------------------------------------------
     @property
@@ -222,16 +286,65 @@ class Embodiment:
         return np.array([i for i, n in enumerate(self.joint_names) if n in commanded], dtype=np.intp)
 
     def commanded(self) -> Embodiment:
-        """The embodiment as the policy sees it: the commanded groups and their joints only.
+        """The embodiment as the policy sees it: the commanded groups and their joints only, a
+        drive's wheels replaced by its one speed channel (where the first wheel was).
 
         Its joints are the policy's state and action, in spec order. Itself when every group is
-        commanded (the SO-100).
+        commanded and there is no drive (the SO-100, or a view already).
         """
-        if all(g.commanded for g in self.groups):
+        drive = self.drive
+        wheels = () if drive is None or drive.speed.name in self.joint_names else drive.wheels
+        if all(g.commanded for g in self.groups) and not wheels:
             return self
         keep = set(self.commanded_index.tolist())
-        return replace(self, joints=tuple(j for i, j in enumerate(self.joints) if i in keep),
-                       groups=tuple(self.commanded_groups))
+        joints, groups = [], []
+        for i, joint in enumerate(self.joints):
+            if i in keep and joint.name not in wheels[1:]:
+                joints.append(drive.speed if wheels and joint.name == wheels[0] else joint)
+        for group in self.commanded_groups:
+            groups.append(replace(group, joints=(drive.speed.name,)) if wheels and group.name == drive.group
+                          else group)
+        return replace(self, joints=tuple(joints), groups=tuple(groups))
+
+    @property
+    def speed_index(self) -> int | None:
+        """Index of the drive's speed channel in this spec's joints (a commanded view), or None."""
+        if self.drive is None or self.drive.speed.name not in self.joint_names:
+            return None
+        return self.joint_names.index(self.drive.speed.name)
+
+    def state_values(self, names: Sequence[str], positions: Sequence[float],
+                     velocities: Sequence[float] = ()) -> np.ndarray:
+        """(dof,) in this spec's joint order from a joint state (`names` in any order, aliases
+        allowed): each joint's position; a drive's speed channel from its wheels' velocities."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape[0] != len(names):
+            raise ValueError(f"joint state with {len(names)} names but {positions.shape[0]} positions")
+        speed = self.speed_index
+        if speed is None:
+            return positions[self.joint_index(names)]
+        velocities = np.asarray(velocities, dtype=np.float64)
+        if velocities.shape[0] != len(names):
+            raise ValueError(f"{self.name}: joint state with {len(names)} names but "
+                             f"{velocities.shape[0]} velocities; the wheels' velocities give the "
+                             f"{self.drive.speed.name} channel")
+        joints = [n for n in self.joint_names if n != self.drive.speed.name]
+        values = np.empty(self.dof)
+        values[[i for i in range(self.dof) if i != speed]] = positions[self.joint_index(names, joints)]
+        position = {name: i for i, name in enumerate(names)}
+        missing = [w for w in self.drive.wheels if w not in position]
+        if missing:
+            raise KeyError(f"{self.name}: wheels {missing} missing from {list(names)}")
+        values[speed] = self.drive.ground_speed(velocities[[position[w] for w in self.drive.wheels]])
+        return values
+
+    def at_rest(self, values: np.ndarray) -> np.ndarray:
+        """(..., dof) values with a drive's speed channel at 0: what a hold commands (positions
+        stay where they are, the wheels stop)."""
+        values = np.array(values, dtype=np.float64)
+        if self.speed_index is not None:
+            values[..., self.speed_index] = 0.0
+        return values
 
     @property
     def command_topic(self) -> str:
@@ -257,8 +370,8 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
         joints = tuple(
             JointSpec(
                 name=j["name"],
-                lower=float(j["lower"]),
-                upper=float(j["upper"]),
+                lower=-np.inf if j.get("continuous") else float(j["lower"]),
+                upper=np.inf if j.get("continuous") else float(j["upper"]),
                 velocity=float(j["velocity"]),
                 effort=float(j["effort"]),
                 aliases=tuple(j.get("aliases", ())),
@@ -284,6 +397,7 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
         for j in joints:
             for key in (j.name, *j.aliases):
                 canonical[key] = j.name
+        drive = _drive_from_dict(data["drive"], canonical) if data.get("drive") else None
         groups = []
         for g in data["groups"]:
             unknown = [n for n in g["joints"] if n not in canonical]
@@ -296,6 +410,8 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
                 controller=g["controller"],
                 controller_type=g["type"],
                 commanded=bool(g.get("commanded", True)),
+                interface=g.get("interface", "position"),
+                topic=drive.trajectory_topic if drive is not None and g["name"] == drive.group else None,
             ))
         return Embodiment(
             name=data["name"],
@@ -308,9 +424,35 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
             groups=tuple(groups),
             action_type=data["action"]["type"],
             end_effector_link=data.get("end_effector_link"),
+            drive=drive,
         )
     except KeyError as err:
         raise ValueError(f"embodiment spec is missing the field {err.args[0]!r}") from None
+
+
+def _drive_from_dict(data: Mapping, canonical: Mapping[str, str]) -> ArticulatedDrive:
+    if data.get("type") != "articulated":
+        raise ValueError(f"drive type {data.get('type')!r}; expected 'articulated'")
+    unknown = [n for n in (data["articulation_joint"], *data["wheels"].values()) if n not in canonical]
+    if unknown:
+        raise ValueError(f"drive: unknown joints {unknown}")
+    if sorted(data["wheels"]) != sorted(WHEELS):
+        raise ValueError(f"drive: wheels {sorted(data['wheels'])}; expected one joint for each of {list(WHEELS)}")
+    speed = data["speed"]
+    topics = data["topics"]
+    return ArticulatedDrive(
+        group=data["group"],
+        articulation_joint=canonical[data["articulation_joint"]],
+        wheels=tuple(canonical[data["wheels"][w]] for w in WHEELS),
+        geometry=ArticulatedGeometry(float(data["front_axle"]), float(data["rear_axle"]),
+                                     float(data["track"]), float(data["wheel_radius"])),
+        speed=JointSpec(name=speed["name"], lower=-float(speed["reverse"]), upper=float(speed["forward"]),
+                        velocity=float(speed["acceleration"]), effort=0.0),
+        command_timeout_s=float(data["command_timeout_s"]),
+        trajectory_topic=topics["trajectory"],
+        wheel_commands_topic=topics["wheel_commands"],
+        cmd_vel_topic=topics["cmd_vel"],
+    )
 
 
 def available_embodiments() -> list[str]:

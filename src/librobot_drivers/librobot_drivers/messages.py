@@ -11,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from librobot_drivers.articulated import wheel_speeds
 from librobot_drivers.embodiment import Embodiment, JointGroup
 from librobot_drivers.images import encode_rgb8
 from librobot_drivers.reports import Report
@@ -45,14 +46,10 @@ def joint_state_msg(spec: Embodiment, reading: JointReading, stamp: Time) -> Joi
 
 
 def joint_positions(spec: Embodiment, msg: JointState) -> np.ndarray:
-    """Positions (dof,) in the spec's joint order; names may be aliases or in any order."""
-    index = spec.joint_index(list(msg.name))
-    positions = np.asarray(msg.position, dtype=np.float64)
-    if positions.shape[0] != len(msg.name):
-        raise ValueError(
-            f"JointState with {len(msg.name)} names but {positions.shape[0]} positions"
-        )
-    return positions[index]
+    """Positions (dof,) in the spec's joint order; names may be aliases or in any order. For a
+    policy's view of an articulated vehicle (`spec.commanded()`), its speed channel is the ground
+    speed measured by the wheels' velocities."""
+    return spec.state_values(list(msg.name), msg.position, msg.velocity)
 
 
 def image_msg(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
@@ -129,10 +126,41 @@ def group_trajectory_msgs(
     groups: list[JointGroup] | None = None,
 ) -> list[tuple[JointGroup, JointTrajectory]]:
     """One JointTrajectory per group (default: the spec's commanded ones), all with the same
-    stamp and times, from (N, spec.dof) positions/velocities in the spec's joint order."""
+    stamp and times, from (N, spec.dof) positions/velocities in the spec's joint order.
+
+    A drive's speed channel (a policy's view of an articulated vehicle) becomes its wheels'
+    trajectory: velocities only, one per wheel (`wheel_speeds_trajectory`)."""
     out = []
     for group in spec.commanded_groups if groups is None else groups:
+        if spec.drive is not None and group.name == spec.drive.group and spec.speed_index is not None:
+            out.append((group, wheel_speeds_trajectory(spec, start_ns, time_from_start, positions, velocities)))
+            continue
         index = spec.group_index(group)
         out.append((group, trajectory_msg(list(group.joints), start_ns, time_from_start, positions[:, index],
                                           None if velocities is None else velocities[:, index])))
     return out
+
+
+def wheel_speeds_trajectory(spec: Embodiment, start_ns: int, time_from_start: np.ndarray,
+                            positions: np.ndarray, velocities: np.ndarray | None) -> JointTrajectory:
+    """The wheels' JointTrajectory of an articulated vehicle for a plan (N, spec.dof) of its
+    policy's view: at each point, the wheel speeds (rad/s, `velocities` only) that drive the
+    planned ground speed at the planned articulation angle and rate (the rate from `velocities`,
+    or differences of the angles when there are none)."""
+    drive = spec.drive
+    speed = positions[:, spec.speed_index]
+    articulation = spec.joint_names.index(drive.articulation_joint)
+    gamma = positions[:, articulation]
+    if velocities is not None:
+        gamma_rate = velocities[:, articulation]
+    elif len(gamma) > 1:
+        gamma_rate = np.gradient(gamma, np.asarray(time_from_start, dtype=np.float64))
+    else:
+        gamma_rate = np.zeros_like(gamma)
+    wheels = wheel_speeds(drive.geometry, speed, gamma, gamma_rate)
+    msg = JointTrajectory()
+    msg.header.stamp = time_from_ns(start_ns)
+    msg.joint_names = list(drive.wheels)
+    for k, t in enumerate(time_from_start):
+        msg.points.append(JointTrajectoryPoint(velocities=wheels[k].tolist(), time_from_start=duration(float(t))))
+    return msg
