@@ -67,6 +67,13 @@ def tiny_humanoid_checkpoint(tmp_path_factory):
     return _tiny_act(tmp_path_factory, "humanoid", "head")
 
 
+@pytest.fixture(scope="session")
+def tiny_wheel_loader_checkpoint(tmp_path_factory):
+    """A randomly initialised wheel loader ACT checkpoint: articulation, ground speed, boom and
+    bucket as state and action, 10-step chunks, the cab camera, 10 Hz."""
+    return _tiny_act(tmp_path_factory, "wheel_loader", "cab")
+
+
 def _tiny_act(tmp_path_factory, robot: str, camera: str):
     import numpy as np
 

@@ -709,16 +709,19 @@ class PolicyNode(LifecycleNode):
         return chunk.sample(now_ns)[1]
 
     def _hold(self, now_ns: int) -> None:
-        """Stop the arm where the last chunk has it now, once: without this the controller would
-        play the rest of that chunk open loop (up to its length) on inputs that went stale.
-        A one-point trajectory at rest, which every joint_trajectory_controller version holds."""
+        """Stop the arm where the last chunk has it now (a vehicle's wheels: stopped), once:
+        without this the controller would play the rest of that chunk open loop (up to its
+        length) on inputs that went stale. A one-point trajectory at rest, which every
+        joint_trajectory_controller version holds."""
         with self._command_lock:
             chunk = self._last_chunk
             if chunk is None or self._holding or self._trajectory_pubs is None:
                 return
             position, _ = chunk.sample(now_ns)
             period = 1.0 / self.policy.rate_hz
-            self._publish_trajectory(now_ns, np.array([period]), position[None], np.zeros((1, self.spec.dof)))
+            # positions where they are; a vehicle's ground speed to zero (its wheels stop)
+            self._publish_trajectory(now_ns, np.array([period]), self.spec.at_rest(position)[None],
+                                     np.zeros((1, self.spec.dof)))
             self._holding = True
         self.get_logger().warn("holding the arm where it is", throttle_duration_sec=2.0)
 

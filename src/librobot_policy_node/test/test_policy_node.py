@@ -448,3 +448,81 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
         executor.shutdown()
         policy.destroy_node()
         robot.destroy_node()
+
+
+def test_a_vehicle_gets_implement_trajectories_and_wheel_speeds_and_a_stalled_policy_stops_it(
+        ros_context, spin, tiny_wheel_loader_checkpoint):
+    """The wheel loader: the policy's state holds the ground speed measured by the wheels; each
+    chunk goes to the hydraulics' trajectory controller (positions) and, as wheel speeds, to the
+    drive node, which drives the wheels' velocity controller. A policy that stalls mid-drive
+    sends nothing more: the drive node's deadman stops the wheels and holds the implements."""
+    from std_msgs.msg import Float64MultiArray
+
+    from librobot_drivers.articulated import ground_speed
+    from librobot_drivers.drive_node import DriveNode
+
+    spec = load_embodiment("wheel_loader")
+    view, drive = spec.commanded(), spec.drive
+    policy = PolicyNode(context=ros_context, parameter_overrides=[
+        Parameter("embodiment", value="wheel_loader"), Parameter("checkpoint", value=str(tiny_wheel_loader_checkpoint)),
+        Parameter("replan_steps", value=1), Parameter("max_step", value=10.0)])
+    drive_node = DriveNode(context=ros_context)
+    robot = Node("fake_loader", context=ros_context)
+    joints = robot.create_publisher(JointState, "/joint_states", 10)
+    camera = robot.create_publisher(Image, "/camera/cab/image_raw", 10)
+    implements, wheel_plans, wheels, chunks = [], [], [], []
+    robot.create_subscription(JointTrajectory, "/hydraulics_controller/joint_trajectory", implements.append, 10)
+    robot.create_subscription(JointTrajectory, drive.trajectory_topic, wheel_plans.append, 10)
+    robot.create_subscription(Float64MultiArray, "/wheels_controller/commands",
+                              lambda m: wheels.append((time.monotonic(), np.array(m.data))), 100)
+    robot.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    for node in (policy, drive_node, robot):
+        executor.add_node(node)
+    last = [-1.0]
+    rolling = 1.2 / drive.geometry.wheel_radius  # rad/s: the wheels measure 1.2 m/s
+
+    def feed():
+        if time.monotonic() - last[0] >= CAMERA_PERIOD_S:
+            last[0] = time.monotonic()
+            stamp = messages.time_from_ns(robot.get_clock().now().nanoseconds)
+            state = JointState(name=spec.joint_names, position=[0.1, 0, 0, 0, 0, -0.2, 0.3],
+                               velocity=[0.0, rolling, rolling, rolling, rolling, 0.0, 0.0])
+            state.header.stamp = stamp
+            joints.publish(state)
+            camera.publish(messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "cab_camera"))
+
+    def driving():
+        feed()
+        return len(chunks) >= 3 and any(w.any() for _, w in wheels)
+
+    try:
+        assert spin(executor, driving, timeout_s=30.0), policy._message
+        chunk = chunks[-1]
+        assert list(chunk.trajectory.joint_names) == view.joint_names
+        planned = np.array([p.positions for p in chunk.trajectory.points])
+        implement = next(t for t in reversed(implements) if t.header.stamp == chunk.trajectory.header.stamp)
+        assert list(implement.joint_names) == ["articulation_joint", "boom_joint", "bucket_joint"]
+        assert np.allclose([p.positions for p in implement.points], planned[:, [0, 2, 3]])
+        plan = next(t for t in reversed(wheel_plans) if t.header.stamp == chunk.trajectory.header.stamp)
+        assert list(plan.joint_names) == list(drive.wheels)
+        speeds = ground_speed(drive.geometry, np.array([p.velocities for p in plan.points]))
+        assert np.allclose(speeds, planned[:, 1])
+        assert np.all(np.abs(planned[:, 1]) <= drive.speed.upper + 1e-9)  # the safety layer's limit
+        # the first planned speed starts from the measured 1.2 m/s (within the acceleration limit)
+        assert abs(planned[0, 1] - 1.2) <= drive.speed.velocity * 0.1 * 1.5 + 1e-6
+
+        def hang(*args, **kwargs):
+            time.sleep(3.0)  # inference that never comes back in time
+            raise ValueError("stalled")
+        policy.policy.infer = hang
+        stalled_at = time.monotonic()
+        implements.clear()
+        spin(executor, lambda: (feed(), False)[1], timeout_s=1.5)
+        late = [w for t, w in wheels if t > stalled_at + 0.1 + drive.command_timeout_s + 0.1]
+        assert late and all(not w.any() for w in late), late[:3]
+        assert implements, "the implements were not held"
+    finally:
+        executor.shutdown()
+        for node in (policy, drive_node, robot):
+            node.destroy_node()
