@@ -5,7 +5,8 @@ robot-specific is found by name: the embodiment spec config/embodiments/<robot>.
 description description/urdf/<robot>.urdf.xacro and config/<robot>_controllers.yaml (package
 librobot_drivers), the node parameters config/<robot>_policy.yaml and config/<robot>_sim.yaml,
 the RViz config config/<robot>.rviz and the shipped checkpoint checkpoints/act_<robot> (package
-librobot_bringup). The LibroBot nodes are defined once, in librobot_bringup/system.py, which
+librobot_bringup); a robot with a drive (the wheel loader) also gets the drive node with
+config/<robot>_drive.yaml, the deadman in front of its wheels' velocity controller. The LibroBot nodes are defined once, in librobot_bringup/system.py, which
 `librobot-demo` and `librobot-record` start too.
 
 Modes:
@@ -89,6 +90,7 @@ def _nodes(context: LaunchContext) -> list:
         _node(system.policy_node(robot, checkpoint, LaunchConfiguration("models").perform(context) or None,
                                  policy_endpoint=LaunchConfiguration("policy_endpoint").perform(context))),
     ]
+    nodes += [_node(n) for n in system.machine_nodes(robot)]  # the wheel loader's drive node (deadman)
     if use_sim:
         nodes.append(_node(system.sim_driver_node(
             robot, embodiment=robot, episodes=int(LaunchConfiguration("episodes").perform(context)),

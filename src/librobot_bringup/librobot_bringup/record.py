@@ -62,6 +62,8 @@ def _topics(spec, cameras) -> dict:
     return {
         spec.topic("joint_states"): (JointState, reliable()),
         **{g.command_topic: (JointTrajectory, reliable()) for g in spec.commanded_groups},
+        # an articulated vehicle: what its drive node sent the wheels
+        **({spec.drive.wheel_commands_topic: (JointState, reliable())} if spec.drive is not None else {}),
         spec.topic("instruction"): (String, reliable(1, latched=True)),
         spec.topic("episode_events"): (EpisodeEvent, reliable(100, latched=True)),
         **{spec.camera(cam).topic: (Image, reliable(20)) for cam in cameras},

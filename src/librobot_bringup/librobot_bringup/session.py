@@ -24,7 +24,7 @@ from rclpy.node import Node
 from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
-from librobot_bringup.system import sim_driver_node, sim_settings
+from librobot_bringup.system import machine_nodes, sim_driver_node, sim_settings
 from librobot_drivers import episodes as episode_keys
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
@@ -105,7 +105,7 @@ def run_sim_episodes(
         node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
         driver = sim_driver_node(robot, episodes=episodes, first_seed=first_seed,
                                  episode_time_limit_s=time_limit_s, cameras=list(cameras))
-        nodes = [driver, *commanders]
+        nodes = [driver, *machine_nodes(robot), *commanders]
         deadline = time.monotonic() + STARTUP_ALLOWANCE_S + episodes * (time_limit_s + 3.0)
         with NodeGraph(nodes, log_dir=log_dir) as graph, tqdm(
             total=episodes, desc=description, unit="episode"

@@ -89,6 +89,23 @@ def teleop_node(robot: str, **overrides) -> NodeSpec:
     )
 
 
+def drive_node(robot: str, **overrides) -> NodeSpec:
+    """The deadman in front of an articulated vehicle's wheels, with config/<robot>_drive.yaml."""
+    return NodeSpec(
+        package="librobot_drivers", executable="drive_node",
+        module="librobot_drivers.drive_node", name="drive",
+        param_files=(config_file(f"{robot}_drive.yaml"),), parameters=overrides,
+    )
+
+
+def machine_nodes(robot: str) -> list[NodeSpec]:
+    """The nodes a robot needs beside its driver and whatever commands it: the drive node for a
+    robot whose embodiment has a drive (the wheel loader), none otherwise."""
+    from librobot_drivers.embodiment import load_embodiment
+
+    return [drive_node(robot)] if load_embodiment(robot).drive is not None else []
+
+
 def expert_node(**overrides) -> NodeSpec:
     """The scripted expert that solves the simulated task (demonstrations for `record`)."""
     return NodeSpec(

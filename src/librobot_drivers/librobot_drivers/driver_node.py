@@ -31,7 +31,7 @@ from librobot_msgs.msg import EpisodeEvent
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -93,6 +93,9 @@ class DriverNode(Node):
         self._measured = self.robot.read_joints().position
         self.follower = GroupFollowers.for_embodiment(self.spec, self._measured)  # one JTC per group
         self._joint_command: np.ndarray | None = None  # joint_commands mode: the latest command
+        # velocity-commanded joints (a vehicle's wheels): the latest command, kept like a
+        # forward velocity controller keeps it (the drive node in front of it stops them)
+        self._velocity_command = np.zeros(len(self.spec.velocity_index))
         self._settle_until = 0.0
         self._max_step = self.spec.velocity_limits / servo_rate * 2.0
         self._last_tick: float | None = None
@@ -115,6 +118,10 @@ class DriverNode(Node):
                                for g in self.spec.groups}
         else:  # every group's controller, held ones too (nobody commands those: they hold)
             for group in self.spec.groups:
+                if group.interface == "velocity":  # a forward velocity controller's input
+                    self.create_subscription(Float64MultiArray, group.controller_commands_topic,
+                                             lambda msg, group=group: self._on_velocities(group, msg), 10)
+                    continue
                 self.create_subscription(JointTrajectory, group.command_topic,
                                          lambda msg, group=group: self._on_trajectory(group, msg), 10)
         self.create_timer(1.0 / servo_rate, self._on_servo_tick)
@@ -157,12 +164,26 @@ class DriverNode(Node):
             self.get_logger().warn(f"rejected trajectory for {group.controller}: every point is in the past",
                                    throttle_duration_sec=1.0)
 
+    def _on_velocities(self, group: JointGroup, msg: Float64MultiArray) -> None:
+        """velocity_controllers' input, as that controller takes it: one speed per joint, in the
+        group's order, kept until the next."""
+        if len(msg.data) != len(group.joints) or not np.all(np.isfinite(msg.data)):
+            self.get_logger().error(f"rejected {group.controller_commands_topic}: {list(msg.data)}; expected "
+                                    f"{len(group.joints)} finite speeds for {list(group.joints)}",
+                                    throttle_duration_sec=1.0)
+            return
+        velocity_joints = [self.spec.joint_names[i] for i in self.spec.velocity_index]
+        self._velocity_command[[velocity_joints.index(n) for n in group.joints]] = msg.data
+
     def _on_joint_command(self, msg: JointState) -> None:
         try:
-            command = messages.joint_positions(self.spec, msg)
+            command, velocities = messages.hardware_commands(self.spec, msg)
         except (KeyError, ValueError) as err:
             self.get_logger().error(f"rejected joint command: {err}", throttle_duration_sec=1.0)
             return
+        if len(velocities):
+            self._velocity_command = velocities
+            command = np.where(np.isnan(command), self._measured, command)  # no positions for those
         if not self.robot.simulated:
             gap = self._anchor.accept(command, self._measured)
             if gap is not None:
@@ -231,6 +252,8 @@ class DriverNode(Node):
     def _command(self, now: float) -> None:
         try:
             self.robot.send_positions(self._target(now), max_step=self._max_step)
+            if len(self._velocity_command):
+                self.robot.send_velocities(self._velocity_command)
         except ValueError as err:  # a non-finite command: refused, the robot keeps its last one
             self.get_logger().error(f"refused command: {err}", throttle_duration_sec=1.0)
         except RobotFault as err:  # the servos hold their last goal
@@ -283,6 +306,7 @@ class DriverNode(Node):
             return
         if event.kind == "start":
             self.robot.reset(event.seed)
+            self._velocity_command[:] = 0.0
             rest = self.robot.read_joints().position
             self.follower.hold(rest)
             if self.command_interface == "joint_commands":

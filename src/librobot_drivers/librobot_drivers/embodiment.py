@@ -280,6 +280,12 @@ class Embodiment:
         return np.array([order[name] for name in group.joints], dtype=np.intp)
 
     @property
+    def velocity_index(self) -> np.ndarray:
+        """Indices of the velocity-commanded joints (velocity groups) in this spec's joint order."""
+        velocity = {name for g in self.groups if g.interface == "velocity" for name in g.joints}
+        return np.array([i for i, n in enumerate(self.joint_names) if n in velocity], dtype=np.intp)
+
+    @property
     def commanded_index(self) -> np.ndarray:
         """Indices of the commanded joints in this spec's joint order."""
         commanded = {name for g in self.commanded_groups for name in g.joints}

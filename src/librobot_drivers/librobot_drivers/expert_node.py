@@ -1,9 +1,9 @@
 """Scripted expert for a simulated robot, driving it through the real ROS graph.
 
 At each episode START it plans from the object position the simulator publishes (a privileged
-input, like motion capture) and the measured joints, then streams the plan to the
-joint_trajectory_controller topics of the commanded joint groups as short chunks, one message per
-group with the same stamp, the way a teleoperator or policy would.
+input, like motion capture) and the measured joints, then streams the plan (the policy's view:
+commanded joints, a drive's ground speed) to the commanded joint groups' topics as short chunks,
+one message per group with the same stamp, the way a teleoperator or policy would.
 
     ros2 run librobot_drivers expert_node --ros-args -p embodiment:=humanoid
 """
@@ -76,7 +76,7 @@ class ExpertNode(Node):
         t0 = (now_ns - self._plan_start_ns) * 1e-9
         tfs = (np.arange(self.horizon_points) + 1) * self.point_period
         positions = np.stack([self._plan.positions_at(t0 + t) for t in tfs])
-        for group, msg in messages.group_trajectory_msgs(self.spec, now_ns, tfs, positions):
+        for group, msg in messages.group_trajectory_msgs(self.spec.commanded(), now_ns, tfs, positions):
             self._pubs[group.name].publish(msg)
 
 

@@ -52,6 +52,36 @@ def joint_positions(spec: Embodiment, msg: JointState) -> np.ndarray:
     return spec.state_values(list(msg.name), msg.position, msg.velocity)
 
 
+def hardware_commands(spec: Embodiment, msg: JointState) -> tuple[np.ndarray, np.ndarray]:
+    """A command of ros2_control's topic-based hardware interface -> (positions (dof,) in spec
+    order, NaN for the velocity-commanded joints; the velocity-commanded joints' velocities in
+    spec order). The interface names every joint but lists a value only for the interfaces a
+    joint has: `position` holds the position-commanded joints' values in the message's name
+    order, `velocity` the velocity-commanded ones' (a robot without velocity joints: positions)."""
+    velocity_joints = [spec.joint_names[i] for i in spec.velocity_index]
+    names = [_canonical(spec, n) for n in msg.name]
+    by_position = [n for n in names if n not in velocity_joints]
+    by_velocity = [n for n in names if n in velocity_joints]
+    if len(msg.position) != len(by_position) or len(msg.velocity) < len(by_velocity) * bool(velocity_joints):
+        raise ValueError(f"joint command with {len(msg.position)} positions and {len(msg.velocity)} velocities "
+                         f"for {len(by_position)} position- and {len(by_velocity)} velocity-commanded joints")
+    missing = [n for n in spec.joint_names if n not in by_position and n not in by_velocity]
+    if missing:
+        raise KeyError(f"{spec.name}: joints {missing} missing from the joint command {list(msg.name)}")
+    value = dict(zip(by_position, msg.position))
+    positions = np.array([value.get(n, np.nan) for n in spec.joint_names], dtype=np.float64)
+    speed = dict(zip(by_velocity, msg.velocity))
+    return positions, np.array([speed[n] for n in velocity_joints], dtype=np.float64)
+
+
+def _canonical(spec: Embodiment, name: str) -> str:
+    """`name`'s joint in `spec` (it may be an alias), or `name` itself for a joint not of `spec`."""
+    try:
+        return spec.canonical_joint_name(name)
+    except KeyError:
+        return name
+
+
 def image_msg(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
     """(H, W, 3) uint8 RGB -> rgb8 sensor_msgs/Image."""
     msg = Image()

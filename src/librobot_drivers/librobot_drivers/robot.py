@@ -2,7 +2,8 @@
 
 What a robot offers (joints, cameras) is known from its embodiment spec before `connect()`.
 Every position command passes the same safety filter: clamped into the joint limits and, when
-`max_step` is given, limited in how far it may move from the last command.
+`max_step` is given, limited in how far it may move from the last command. Velocity-commanded
+joints (an articulated vehicle's wheels) take `send_velocities`, clamped to their speed limits.
 """
 
 from __future__ import annotations
@@ -130,7 +131,28 @@ class Robot(ABC):
         return safe
 
     @abstractmethod
-    def _write_positions(self, positions: np.ndarray) -> None: ...
+    def _write_positions(self, positions: np.ndarray) -> None:
+        """Write position targets; a robot with velocity-commanded joints ignores their entries."""
+
+    def send_velocities(self, velocities: np.ndarray) -> np.ndarray:
+        """Command the velocity-commanded joints (the embodiment's velocity groups, e.g. wheels),
+        in spec order, clamped to their velocity limits; returns what was sent."""
+        if not self.is_connected:
+            raise RobotNotConnectedError(f"{self.spec.name}: send_velocities before connect()")
+        index = self.spec.velocity_index
+        target = np.asarray(velocities, dtype=np.float64)
+        if target.shape != (len(index),):
+            raise ValueError(f"{self.spec.name}: velocity command of shape {target.shape}, expected "
+                             f"({len(index)},) for {[self.spec.joint_names[i] for i in index]}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError(f"{self.spec.name}: non-finite velocity command {target.tolist()}")
+        limit = self.spec.velocity_limits[index]
+        safe = np.clip(target, -limit, limit)
+        self._write_velocities(safe)
+        return safe
+
+    def _write_velocities(self, velocities: np.ndarray) -> None:
+        raise NotImplementedError(f"{self.spec.name} has no velocity-commanded joints")
 
     # -- health ----------------------------------------------------------------------------------
     def health(self) -> list[Report]:

@@ -19,6 +19,8 @@ class RobotClass(NamedTuple):
 ROBOTS = {
     "so100_sim": RobotClass("librobot_drivers.sim.so100_sim", "SO100Sim", "so100", ("render_cameras",)),
     "humanoid_sim": RobotClass("librobot_drivers.sim.humanoid_sim", "HumanoidSim", "humanoid", ("render_cameras",)),
+    "wheel_loader_sim": RobotClass("librobot_drivers.sim.wheel_loader_sim", "WheelLoaderSim", "wheel_loader",
+                                   ("render_cameras",)),
     "so100_feetech": RobotClass("librobot_drivers.feetech.robot", "So100Feetech", "so100",
                                 ("port", "calibration", "on_shutdown", "max_relative_target")),
 }

@@ -145,6 +145,8 @@ def test_the_bucket_lies_flat_on_the_ground_with_the_arm_down(urdf):
 def test_ros2_control_commands_the_wheels_by_velocity_and_the_rest_by_position(use_mock_hardware, plugin):
     (block,) = expand(use_mock_hardware).findall("ros2_control")
     assert block.find("hardware/plugin").text == plugin
+    if not use_mock_hardware:  # a cycle without a position change must still send the wheel speeds
+        assert params(block.find("hardware"))["trigger_joint_command_threshold"] == "-1.0"
     joints = block.findall("joint")
     assert [j.get("name") for j in joints] == SPEC.joint_names
     for joint, expected in zip(joints, SPEC.joints):
@@ -168,3 +170,19 @@ def test_a_trajectory_controller_for_the_hydraulics_and_a_velocity_controller_fo
         assert config[group.controller]["ros__parameters"]["joints"] == list(group.joints)
     assert SPEC.group("wheels").controller_type == "velocity_controllers/JointGroupVelocityController"
     assert config["hydraulics_controller"]["ros__parameters"]["command_interfaces"] == ["position"]
+
+
+def test_topic_based_hardware_commands_are_split_by_interface():
+    """The topic-based interface names every joint but lists positions only for the position-
+    commanded joints and velocities only for the velocity-commanded ones, each in name order."""
+    from sensor_msgs.msg import JointState
+
+    msg = JointState(name=SPEC.joint_names, position=[0.1, -0.2, 0.3], velocity=[1.0, 2.0, 3.0, 4.0])
+    positions, velocities = messages.hardware_commands(SPEC, msg)
+    assert np.allclose(positions[[0, 5, 6]], [0.1, -0.2, 0.3]) and np.isnan(positions[1:5]).all()
+    assert velocities.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="3 positions and 2 velocities"):
+        messages.hardware_commands(SPEC, JointState(name=SPEC.joint_names, position=[0.1, -0.2, 0.3], velocity=[1.0, 2.0]))
+    so100 = load_embodiment("so100")
+    positions, velocities = messages.hardware_commands(so100, JointState(name=so100.joint_names, position=[0.5] * 6))
+    assert positions.tolist() == [0.5] * 6 and velocities.size == 0

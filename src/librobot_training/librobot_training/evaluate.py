@@ -85,11 +85,11 @@ def rollout(
     sim.reset(seed)
     policy.reset()
     torch.manual_seed(seed)  # a sampling head draws the same noise for the same episode: reproducible figures
-    # one follower per controller; the policy commands the commanded groups, the others hold
-    follower = GroupFollowers.for_embodiment(sim.spec, sim.read_joints().position)
-    commanded = sim.spec.commanded_index
+    # one follower per commanded controller (a drive's speed as the drive node ramps it); the
+    # twin holds the other groups
+    spec = sim.view
+    follower = GroupFollowers.for_embodiment(spec, sim.policy_state())
     executor = make_executor(execution, period)
-    spec = sim.spec.commanded()
     safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
                                        spec.acceleration_limits))
     refused = 0
@@ -99,7 +99,7 @@ def rollout(
 
     def observation() -> dict:
         images = {cam: sim.read_camera(cam) for cam in policy.camera_names}
-        return {"images": images, "state": sim.read_joints().position[commanded], "time_s": t}
+        return {"images": images, "state": sim.policy_state(), "time_s": t}
 
     while True:
         if pending is None and t >= next_inference - 1e-9:
@@ -125,8 +125,8 @@ def rollout(
             times, targets = executor.plan(arrival)
             try:  # as the node publishes it: through the safety layer, stamped now, ending at
                 # rest, cubic through the targets; a refused plan holds the arm where it is going
-                targets = safety.filter(times, targets, sim.read_joints().position[commanded], arrival,
-                                        follower.sample(sim.time)[1][commanded])
+                targets = safety.filter(times, targets, sim.policy_state(), arrival,
+                                        follower.sample(sim.time)[1])
                 velocities = chunk_velocities(targets, period)
                 for group in spec.groups:  # one trajectory per controller, as the node publishes
                     columns = spec.group_index(group)
@@ -140,7 +140,7 @@ def rollout(
         else:
             sim.follow(follower, period)
         t = end
-        commands.append(follower.positions_at(np.array([sim.time]))[0][commanded])
+        commands.append(follower.positions_at(np.array([sim.time]))[0])
         event = episodes.update(t, sim.task_success())
         if event is not None:
             return Rollout(seed, event.success, t, inference_ms, frames, np.array(commands), refused)

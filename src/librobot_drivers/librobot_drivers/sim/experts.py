@@ -1,8 +1,9 @@
 """Scripted experts by embodiment, imported only when chosen. ROS-free.
 
 An expert plans one episode from the object's position (privileged, read from the simulator)
-and the joints at the start, and answers `positions_at(t)`: every joint of the embodiment, in
-its order, `t` s after the start (the held groups stay where they started).
+and the joints at the start, and answers `positions_at(t)`: the policy's view of the embodiment
+(`spec.commanded()`: the commanded joints, a drive's ground speed), `t` s after the start; what
+a demonstration records as its action.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from librobot_drivers.trajectory import GroupFollowers
 EXPERTS = {
     "so100": ("librobot_drivers.sim.expert", "ScriptedExpert"),
     "humanoid": ("librobot_drivers.sim.humanoid_expert", "HumanoidExpert"),
+    "wheel_loader": ("librobot_drivers.sim.wheel_loader_expert", "WheelLoaderExpert"),
 }
 
 
@@ -66,18 +68,18 @@ def smoothstep(s: float) -> float:
 def rollout(sim, expert: Expert, settle: float = 0.5) -> bool:
     """Run `expert` on the simulated robot `sim`, then report task success.
 
-    The plan, sampled at the embodiment's control rate, is one trajectory per joint group for
-    the followers the driver uses (linear between the samples, as joint_trajectory_controller
-    with positions only); after it the last targets are held for `settle` s so that the objects
-    come to rest.
+    The plan, sampled at the embodiment's control rate, is one trajectory per commanded joint
+    group (linear between the samples, as joint_trajectory_controller with positions only; a
+    drive's speed as the drive node ramps it); the held groups hold. After the plan the last
+    targets are held for `settle` s so that the objects come to rest.
     """
-    spec = sim.spec
-    period = spec.control_period
+    view = sim.view
+    period = view.control_period
     ticks = int(np.ceil((expert.duration + settle) / period))
     times = period * np.arange(1, ticks + 1)
     plan = np.stack([expert.positions_at(t) for t in times])
-    followers = GroupFollowers.for_embodiment(spec, sim.read_joints().position)
-    for group in spec.groups:
-        followers.set_trajectory(group.name, sim.time, sim.time, times, plan[:, spec.group_index(group)])
+    followers = GroupFollowers.for_embodiment(view, sim.policy_state())
+    for group in view.groups:
+        followers.set_trajectory(group.name, sim.time, sim.time, times, plan[:, view.group_index(group)])
     sim.follow(followers, ticks * period)
     return sim.task_success()

@@ -8,7 +8,7 @@ turned into joints by damped-least-squares IK on the twin's own kinematics (the 
 waist follows a scripted posture per phase; the legs stay where they are.
 
     >>> expert = HumanoidExpert(spec, sim.object_pose()[:3], sim.read_joints().position)
-    >>> expert.positions_at(1.3)    # (31,) joint targets, 1.3 s after the episode start
+    >>> expert.positions_at(1.3)    # (19,) commanded joint targets, 1.3 s after the episode start
     >>> experts.rollout(sim, expert)  # feed them at 10 Hz as the trajectory controllers would
 """
 
@@ -158,7 +158,9 @@ class HumanoidExpert(PlannedTrajectory):
         self._kin = _kinematics(spec)
         self._waist = spec.group_index(spec.group("waist"))
         self._grippers = {side: self._kin.index[f"{side}_gripper_joint"] for side in ("left", "right")}
-        self._times, self._positions = self._plan(object_position, start_positions)
+        times, positions = self._plan(object_position, start_positions)
+        # the policy's view: the commanded joints (the legs are held by their controller)
+        self._times, self._positions = times, positions[:, spec.commanded_index]
 
     # -- planning -------------------------------------------------------------------------------
     def _tucked(self, start: np.ndarray, side: str) -> np.ndarray:

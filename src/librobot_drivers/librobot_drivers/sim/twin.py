@@ -1,5 +1,6 @@
 """A robot twin in MuJoCo: the Robot interface over a MuJoCo model whose joints carry the
-embodiment's names, each with a position actuator. ROS-free.
+embodiment's names, each with a position actuator (a velocity actuator for the joints of a
+velocity group: an articulated vehicle's wheels). ROS-free.
 
 Subclasses add the scene's task: `reset(seed)`, `instruction`, `task_success()` and the
 privileged `object_pose()` for experts and evaluation.
@@ -12,6 +13,7 @@ from typing import Sequence
 import mujoco
 import numpy as np
 
+from librobot_drivers.articulated import wheel_speeds
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.robot import JointReading, RobotNotConnectedError, SimulatedRobot
 from librobot_drivers.trajectory import TrajectoryFollower
@@ -38,6 +40,19 @@ class MujocoTwin(SimulatedRobot):
         self.model = model
         self.data = mujoco.MjData(self.model)
         self._qpos, self._qvel, self._actuators = self._joint_addresses()
+        velocity = np.zeros(spec.dof, dtype=bool)
+        velocity[spec.velocity_index] = True
+        self._position_joints = np.flatnonzero(~velocity)
+        self._velocity_joints = np.flatnonzero(velocity)
+        # the policy's view (commanded joints; a drive's speed channel): what `follow` takes
+        self.view = spec.commanded()
+        self._view_columns = np.array([i for i, n in enumerate(self.view.joint_names) if n in spec.joint_names],
+                                      dtype=np.intp)
+        self._view_joints = np.array([spec.joint_names.index(self.view.joint_names[i]) for i in self._view_columns],
+                                     dtype=np.intp)
+        velocity_joints = [spec.joint_names[i] for i in self._velocity_joints]
+        self._wheel_slots = (None if spec.drive is None else  # each wheel's place among the velocity joints
+                             np.array([velocity_joints.index(w) for w in spec.drive.wheels], dtype=np.intp))
         self._render_cameras = tuple(render_cameras)
         self._frame_size = self._camera_frame_size(self._render_cameras)
         self._renderer: mujoco.Renderer | None = None
@@ -179,7 +194,34 @@ class MujocoTwin(SimulatedRobot):
         return frame
 
     def _write_positions(self, positions: np.ndarray) -> None:
-        self.data.ctrl[self._actuators] = positions
+        self.data.ctrl[self._actuators[self._position_joints]] = positions[self._position_joints]
+
+    def _write_velocities(self, velocities: np.ndarray) -> None:
+        if not len(self._velocity_joints):
+            super()._write_velocities(velocities)
+        self.data.ctrl[self._actuators[self._velocity_joints]] = velocities
+
+    def policy_state(self) -> np.ndarray:
+        """(view dof,) the state as the policy sees it (`spec.commanded()`): commanded joints'
+        positions, a drive's ground speed from its wheels."""
+        reading = self.read_joints()
+        return self.view.state_values(self.spec.joint_names, reading.position, reading.velocity)
+
+    def command_view(self, target: np.ndarray) -> None:
+        """Command a target of the policy's view (view dof,): its joints' positions (the held
+        joints keep their last command) and, for a drive, wheel speeds for its ground speed at
+        the measured articulation angle and rate, as the drive node does for /cmd_vel."""
+        positions = (self._last_command if self._last_command is not None else self.rest_positions).copy()
+        positions[self._view_joints] = target[self._view_columns]
+        self.send_positions(positions)
+        drive = self.spec.drive
+        if drive is not None:
+            articulation = self.spec.joint_names.index(drive.articulation_joint)
+            gamma = self.data.qpos[self._qpos[articulation]]
+            rate = self.data.qvel[self._qvel[articulation]]
+            velocities = np.zeros(len(self._velocity_joints))
+            velocities[self._wheel_slots] = wheel_speeds(drive.geometry, target[self.view.speed_index], gamma, rate)
+            self.send_velocities(velocities)
 
     # -- time -----------------------------------------------------------------------------------
     def step(self, dt: float) -> None:
@@ -193,14 +235,15 @@ class MujocoTwin(SimulatedRobot):
     def follow(self, follower: TrajectoryFollower, dt: float) -> None:
         """Step `dt` s, commanding the follower's target at every physics step, as
         joint_trajectory_controller does at its update rate; the simulation's clock
-        (`self.time`) is the follower's. Every target passes the safety filter of
-        `send_positions`. `follower`: anything with `positions_at(times)` over every joint
-        (a TrajectoryFollower, or GroupFollowers for a robot of several controllers)."""
+        (`self.time`) is the follower's. `follower`: anything with `positions_at(times)` over
+        the policy's view (`self.view`: the commanded joints, a drive's ground speed), e.g.
+        GroupFollowers with one follower per commanded group; every target goes through
+        `command_view` and the safety filter of `send_positions`."""
         self._require_connection("follow")
         steps = self._advance_clock(dt)
         start = self.data.time
         for target in follower.positions_at(start + self.model.opt.timestep * np.arange(1, steps + 1)):
-            self.send_positions(target)
+            self.command_view(target)
             mujoco.mj_step(self.model, self.data)
         self._frames.clear()
 
