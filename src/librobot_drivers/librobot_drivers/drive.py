@@ -1,7 +1,7 @@
 """The deadman in front of an articulated vehicle's wheels: what the drive node sends the wheels'
 velocity controller at every tick. ROS-free.
 
-A forward velocity controller (velocity_controllers/JointGroupVelocityController) keeps its last
+A forward velocity controller (forward_command_controller on the velocity interface) keeps its last
 command for ever; a wheel loader must not. `DriveGuard` decides each tick's four wheel speeds:
 
 - from the policy's wheel trajectory (velocities per point, JointTrajectory semantics: a start of

@@ -1,9 +1,9 @@
 """The drive node: the only commander of an articulated vehicle's wheels, with a deadman.
 
 Wiring over `librobot_drivers.drive.DriveGuard`. At `rate_hz` it sends the wheels' velocity
-controller (velocity_controllers/JointGroupVelocityController, which keeps its last command for
+controller (forward_command_controller/ForwardCommandController, which keeps its last command for
 ever) four wheel speeds, and a stamped copy on the drive's wheel_commands topic (what the
-recorder and the converter read). The speeds come from
+recorder keeps in a demonstration bag). The speeds come from
 
 - the policy's wheel trajectories (the drive's trajectory topic, JointTrajectory with velocities:
   the policy node turns its ground-speed channel into them), or

@@ -168,8 +168,9 @@ def test_a_trajectory_controller_for_the_hydraulics_and_a_velocity_controller_fo
     for group in SPEC.groups:
         assert manager[group.controller]["type"] == group.controller_type
         assert config[group.controller]["ros__parameters"]["joints"] == list(group.joints)
-    assert SPEC.group("wheels").controller_type == "velocity_controllers/JointGroupVelocityController"
+    assert SPEC.group("wheels").controller_type == "forward_command_controller/ForwardCommandController"
     assert config["hydraulics_controller"]["ros__parameters"]["command_interfaces"] == ["position"]
+    assert config["wheels_controller"]["ros__parameters"]["interface_name"] == "velocity"
 
 
 def test_topic_based_hardware_commands_are_split_by_interface():
