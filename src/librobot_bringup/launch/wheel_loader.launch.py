@@ -2,10 +2,12 @@
 
 robot.launch.py with robot:=wheel_loader; every argument of it passes through (use_sim,
 use_ros2_control, use_mock_hardware, checkpoint, models, policy_endpoint, episodes, rviz:
-`ros2 launch librobot_bringup wheel_loader.launch.py --show-args`). With no argument: the MuJoCo
-twin in its yard (a bay of material, a hopper), the shipped checkpoint, episodes until stopped,
-RViz. Beside the policy it starts the drive node, the deadman in front of the wheels: without a
-fresh command within 0.25 s the wheels stop and the implements hold; /cmd_vel drives by hand.
+`ros2 launch librobot_bringup wheel_loader.launch.py --show-args`). No policy has been trained
+for it yet, so give one: `checkpoint:=<dir>` (or `policy_endpoint:=`). By default the MuJoCo twin
+in its yard (a bay of material, a hopper) is the machine; that mode has not been run end to end
+yet, use_sim:=false (mock hardware) is tested. Beside the policy it starts the drive node, the
+deadman in front of the wheels: without a fresh command within 0.25 s the wheels stop and the
+implements hold; /cmd_vel drives by hand.
 With ros2_control it spawns the hydraulics' joint_trajectory_controller (articulation, lift arm,
 bucket) and the wheels' velocity controller. There is no hardware driver for a real machine:
 use_sim:=false runs on mock hardware only.

@@ -1,7 +1,6 @@
 """The wheel loader's MuJoCo twin: the URDF's kinematics, the articulated kinematics against the
 rigid-body simulation, hydraulics rate limits, the task and its scripted expert."""
 
-import xml.etree.ElementTree as ET
 
 import mujoco
 import numpy as np

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import warnings
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
 
 import mujoco
