@@ -23,7 +23,7 @@ def console_scripts() -> list[tuple[str, str]]:
 
 
 NODES = {("librobot_drivers", "driver_node"), ("librobot_drivers", "expert_node"),
-         ("librobot_policy_node", "policy_node")}
+         ("librobot_drivers", "drive_node"), ("librobot_policy_node", "policy_node")}
 
 
 HARDWARE_NODES = {("librobot_drivers", "teleop_node")}  # needs an arm: started on an emulated one
