@@ -36,7 +36,7 @@ zoo-eval: setup  ## train every framework on DATASET and measure each in closed 
 	@$(ENV) && python -m librobot_training.zoo --dataset $(DATASET) $(ZOO_ARGS)
 
 bench: setup  ## speed benchmarks, each against a baseline measured in the same run
-	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py && python benchmarks/bench_execution.py && python benchmarks/bench_node.py && python benchmarks/bench_feetech.py && python benchmarks/bench_serve.py && python benchmarks/bench_export.py
+	@$(ENV) && python benchmarks/bench_convert.py && python benchmarks/bench_policy.py && python benchmarks/bench_decoding.py && python benchmarks/bench_frameworks.py && python benchmarks/bench_execution.py && python benchmarks/bench_node.py && python benchmarks/bench_feetech.py && python benchmarks/bench_serve.py && python benchmarks/bench_export.py && python benchmarks/bench_twins.py
 
 clean:  ## remove build products (keeps .venv and .ros/venv)
 	rm -rf build install log .ros/build .ros/install .ros/log

@@ -29,6 +29,7 @@ def load(name):
         ("bench_node", ["--runs", "3", "--seconds", "20", "--width", "64", "--height", "48"], "over DDS"),
         ("bench_execution", ["--episodes", "1", "--time-limit", "2", "--delays-ms", "0", "200"], "ratios against"),
         ("bench_feetech", ["--cycles", "50"], "ours / floor"),
+        ("bench_twins", ["--robots", "so100", "--seconds", "0.5"], "times real time"),
     ],
 )
 def test_benchmark_runs_and_reports_a_ratio(name, argv, ratio_line, capsys):

@@ -1083,3 +1083,85 @@ def test_commands_of_several_controllers_merge_into_one_action_per_sample():
     assert merged.topic == "/arm + /gripper"
     actions = command_actions(merged, np.array([0, 1]), np.array([250, 350]))
     np.testing.assert_allclose(actions, [[1.0, 0.5, 2.0], [3.0, 0.5, 4.0]])
+
+
+def test_an_articulated_vehicle_converts_to_its_policy_view(tmp_path):
+    """The wheel loader: state and action are [articulation, ground_speed, boom, bucket]. The
+    speed is measured from the wheels' velocities and commanded through the drive node's wheel
+    trajectories (velocities only), interpolated linearly as the drive node does; the
+    hydraulics' trajectories fill the other columns."""
+    from librobot_drivers.articulated import wheel_speeds
+
+    spec = load_embodiment("wheel_loader")
+    drive = spec.drive
+    point_type = TS.types["trajectory_msgs/msg/JointTrajectoryPoint"]
+    duration = TS.types["builtin_interfaces/msg/Duration"]
+    trajectory = TS.types["trajectory_msgs/msg/JointTrajectory"]
+    empty = np.zeros(0, dtype=np.float64)
+
+    def speed(t):  # m/s, a ramp from standstill: the machine's speed and its command
+        return 0.5 * (t - T0) / S
+
+    def gamma(t):  # rad
+        return 0.1 * (t - T0) / S
+
+    messages = []
+    for k in range(300):  # 3 s of joint states at 100 Hz
+        t = T0 + k * 10_000_000
+        wheels = wheel_speeds(drive.geometry, np.array([speed(t)]), np.array([gamma(t)]), np.array([0.1]))[0]
+        positions = np.zeros(spec.dof)
+        positions[spec.joint_names.index("articulation_joint")] = gamma(t)
+        positions[spec.joint_names.index("boom_joint")] = 0.2
+        positions[spec.joint_names.index("bucket_joint")] = -0.3
+        velocities = np.zeros(spec.dof)
+        velocities[[spec.joint_names.index(w) for w in drive.wheels]] = wheels
+        messages.append(("/joint_states", "sensor_msgs/msg/JointState", t + 1_000_000,
+                         TS.types["sensor_msgs/msg/JointState"](
+                             header=header(t), name=spec.joint_names, position=positions,
+                             velocity=velocities, effort=empty)))
+    for k in range(30):  # the cab camera at 10 Hz
+        t = T0 + k * 100_000_000
+        messages.append(("/camera/cab/image_raw", "sensor_msgs/msg/Image", t + 5_000_000, stamped_image(t)))
+    for k in range(15):  # 5 Hz plans, 1 s long, on the same ramps
+        t = T0 + k * 200_000_000
+        offsets = np.arange(5) * 250_000_000
+        gammas = [gamma(t + o) for o in offsets]
+        wheel_points = wheel_speeds(drive.geometry, np.array([speed(t + o) for o in offsets]),
+                                    np.array(gammas), np.full(5, 0.1))
+        hydraulics = [point_type(positions=np.array([g, 0.4, -0.1]), velocities=empty, accelerations=empty,
+                                 effort=empty, time_from_start=duration(sec=0, nanosec=int(o)))
+                      for g, o in zip(gammas, offsets)]
+        wheels = [point_type(positions=empty, velocities=w, accelerations=empty, effort=empty,
+                             time_from_start=duration(sec=0, nanosec=int(o)))
+                  for w, o in zip(wheel_points, offsets)]
+        messages.append(("/hydraulics_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory",
+                         t + 2_000_000, trajectory(header=header(t), joint_names=[
+                             "articulation_joint", "boom_joint", "bucket_joint"], points=hydraulics)))
+        messages.append((drive.trajectory_topic, "trajectory_msgs/msg/JointTrajectory", t + 2_000_000,
+                         trajectory(header=header(t), joint_names=list(drive.wheels), points=wheels)))
+    bag = write_bag(tmp_path / "bag", messages)
+    convert([bag], tmp_path / "out", ConversionOptions(action_source="command"), spec=spec)
+    ep = h5(tmp_path / "out" / "episode_000000.hdf5")
+    dataset = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert dataset["joint_names"] == ["articulation_joint", "ground_speed", "boom_joint", "bucket_joint"]
+    t = ep["timestamps/sample_ns"]
+    assert len(t) >= 25
+    qpos, action = ep["observations/qpos"], ep["action"]
+    np.testing.assert_allclose(qpos[:, 0], gamma(t), atol=1e-5)
+    np.testing.assert_allclose(qpos[:, 1], speed(t), atol=1e-5)  # from the wheels
+    np.testing.assert_allclose(qpos[:, 2:], np.tile([0.2, -0.3], (len(t), 1)), atol=1e-6)
+    assert np.isnan(ep["observations/qvel"][:, 1]).all() and np.isnan(ep["observations/effort"][:, 1]).all()
+    np.testing.assert_allclose(action[:, 1], speed(t), atol=1e-5)  # the commanded speed at t
+    np.testing.assert_allclose(action[:, 0], gamma(t), atol=1e-5)
+    np.testing.assert_allclose(action[:, 2:], np.tile([0.4, -0.1], (len(t), 1)), atol=1e-6)
+
+    # a wheel trajectory without velocities is refused, naming what it lacks
+    bad = [m for m in messages if m[0] != drive.trajectory_topic]
+    bad.append((drive.trajectory_topic, "trajectory_msgs/msg/JointTrajectory", T0 + 2_000_000,
+                trajectory(header=header(T0), joint_names=list(drive.wheels), points=[point_type(
+                    positions=np.zeros(4), velocities=empty, accelerations=empty, effort=empty,
+                    time_from_start=duration(sec=0, nanosec=0))])))
+    with pytest.raises(ConversionError, match="without one velocity per joint"):
+        convert([write_bag(tmp_path / "bad", bad)], tmp_path / "bad_out", ConversionOptions(action_source="command"),
+                spec=spec)
+    assert outputs(tmp_path / "bad_out") == []

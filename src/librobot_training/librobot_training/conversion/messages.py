@@ -47,6 +47,22 @@ def joint_state_arrays(msg: Any, index: np.ndarray) -> np.ndarray:
     )
 
 
+def view_state_arrays(msg: Any, spec: Any, index: np.ndarray) -> np.ndarray:
+    """JointState -> (3, D) rows like `joint_state_arrays`, for a policy's view with a drive's
+    speed channel (`spec.speed_index`): the channel's position row is the ground speed from the
+    wheels' measured velocities; its velocity and effort rows are NaN (not measured). ``index``
+    maps the view's other joints (spec order) into ``msg.name``."""
+    try:
+        values = spec.state_values(list(msg.name), msg.position, msg.velocity)
+    except (KeyError, ValueError) as err:
+        raise ConversionError(f"JointState: {err.args[0]}") from None
+    speed = spec.speed_index
+    rows = np.full((3, spec.dof), np.nan)
+    rows[:, [i for i in range(spec.dof) if i != speed]] = joint_state_arrays(msg, index)
+    rows[0, speed] = values[speed]
+    return rows
+
+
 class TrajectoryCommand(NamedTuple):
     """A commanded JointTrajectory: absolute point times, positions and (when every point has
     them) velocities, in embodiment order."""
@@ -99,6 +115,24 @@ def trajectory_from_message(msg: Any, index: np.ndarray, start_ns: int) -> Traje
     if all(len(p.velocities) == joints for p in msg.points):
         velocities = np.stack([np.asarray(p.velocities, dtype=np.float64)[index] for p in msg.points])[order]
     return TrajectoryCommand(point_ns[order], positions[order], velocities)
+
+
+def wheel_trajectory_speeds(msg: Any, drive: Any, start_ns: int) -> TrajectoryCommand:
+    """A drive's wheel JointTrajectory (velocities only, as the policy node and the expert send
+    it to the drive node) -> TrajectoryCommand of its ground speed (P, 1), in m/s; interpolated
+    linearly between the points, as the drive node does."""
+    position = {name: i for i, name in enumerate(msg.joint_names)}
+    missing = [w for w in drive.wheels if w not in position]
+    if missing:
+        raise ConversionError(f"wheel JointTrajectory without wheels {missing}: joints {list(msg.joint_names)}")
+    if any(len(p.velocities) != len(msg.joint_names) for p in msg.points):
+        raise ConversionError(f"wheel JointTrajectory point without one velocity per joint of "
+                              f"{list(msg.joint_names)}")
+    point_ns = start_ns + np.array([stamp_to_ns(p.time_from_start) for p in msg.points], dtype=np.int64)
+    order = np.argsort(point_ns, kind="stable")
+    wheels = np.array([[p.velocities[position[w]] for w in drive.wheels] for p in msg.points],
+                      dtype=np.float64)
+    return TrajectoryCommand(point_ns[order], drive.ground_speed(wheels)[order, None])
 
 
 class EpisodeMarker(NamedTuple):

@@ -31,6 +31,8 @@ from librobot_training.conversion.messages import (
     joint_state_arrays,
     stamp_to_ns,
     trajectory_from_message,
+    view_state_arrays,
+    wheel_trajectory_speeds,
 )
 from librobot_training.conversion.sync import Recording, Stream, StreamBuilder, merge_group_commands
 from librobot_training.conversion.unclosed import (
@@ -302,8 +304,14 @@ class _BagParser:
         self.builders[topic].add(sync_ns, header_ns, receive_ns, item)
 
     def _joint_state(self, topic: str, msg: Any, receive_ns: int) -> None:
-        index = self._joint_index(msg.name, f"JointState on {topic}")
-        self._stamped(topic, msg, receive_ns, joint_state_arrays(msg, index))
+        speed = self.spec.speed_index
+        if speed is None:
+            index = self._joint_index(msg.name, f"JointState on {topic}")
+            self._stamped(topic, msg, receive_ns, joint_state_arrays(msg, index))
+            return
+        others = [n for i, n in enumerate(self.spec.joint_names) if i != speed]
+        index = self._joint_index(msg.name, f"JointState on {topic}", others)
+        self._stamped(topic, msg, receive_ns, view_state_arrays(msg, self.spec, index))
 
     def _image(self, topic: str, msg: Any, receive_ns: int) -> None:
         # kept undecoded (msg.data is a view of the raw bytes); decoded only if a sample uses it
@@ -312,9 +320,13 @@ class _BagParser:
     def _trajectory(self, group: JointGroup, topic: str, msg: Any, receive_ns: int) -> None:
         if not msg.points:  # an empty goal cancels; the previous target stays the last command
             return
-        index = self._joint_index(msg.joint_names, f"JointTrajectory on {topic}", group.joints)
         header_ns = stamp_to_ns(msg.header.stamp)
         start_ns = header_ns if header_ns != 0 else receive_ns
+        drive = self.spec.drive
+        if drive is not None and group.name == drive.group and self.spec.speed_index is not None:
+            self._stamped(topic, msg, receive_ns, wheel_trajectory_speeds(msg, drive, start_ns))
+            return
+        index = self._joint_index(msg.joint_names, f"JointTrajectory on {topic}", group.joints)
         self._stamped(topic, msg, receive_ns, trajectory_from_message(msg, index, start_ns))
 
     def _instruction(self, topic: str, msg: Any, receive_ns: int) -> None:
