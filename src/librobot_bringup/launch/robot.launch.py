@@ -14,7 +14,9 @@ Modes:
       use_ros2_control:=false (default) the driver follows the policy's trajectories itself,
       with joint_trajectory_controller's semantics; use_ros2_control:=true puts the real
       controller_manager and joint_trajectory_controller between them (the twin is the hardware
-      behind the topic-based hardware interface).
+      behind the topic-based hardware interface). A twin slower than real time (the wheel
+      loader's: `sim_clock` in config/<robot>_sim.yaml) is the graph's clock: its driver
+      publishes /clock and every other node gets use_sim_time.
   use_sim:=false            ros2_control on the description: use_mock_hardware:=true (default)
       mock_components/GenericSystem, false the servos through the topic-based hardware interface
       (the driver node serves its topics: robot <robot>_feetech, port and calibration from
@@ -62,8 +64,10 @@ def _flag(context: LaunchContext, name: str) -> bool:
     return value == "true"
 
 
-def _node(spec: system.NodeSpec) -> Node:
-    """A LibroBot node as system.py defines it (the demo and record start the same)."""
+def _node(spec: system.NodeSpec, sim_time: bool = False) -> Node:
+    """A LibroBot node as system.py defines it (the demo and record start the same); `sim_time`:
+    on the twin's /clock."""
+    spec = system.on_sim_time(spec) if sim_time else spec
     return Node(package=spec.package, executable=spec.executable, name=spec.name,
                 parameters=[*map(str, spec.param_files), spec.parameters],
                 remappings=list(spec.remappings), output="screen")
@@ -79,6 +83,9 @@ def _nodes(context: LaunchContext) -> list:
     bringup = Path(get_package_share_directory("librobot_bringup"))
     spec = yaml.safe_load((drivers / "config" / "embodiments" / f"{robot}.yaml").read_text())
     checkpoint = LaunchConfiguration("checkpoint").perform(context) or None
+    # a twin that is the graph's clock (the wheel loader's): every other node on its /clock
+    sim_time = use_sim and system.sim_clock(robot)
+    clock = [{"use_sim_time": True}] if sim_time else []
 
     description = ParameterValue(
         Command(["xacro ", str(drivers / "description" / "urdf" / f"{robot}.urdf.xacro"),
@@ -86,11 +93,12 @@ def _nodes(context: LaunchContext) -> list:
         value_type=str)
     nodes = [
         Node(package="robot_state_publisher", executable="robot_state_publisher",
-             parameters=[{"robot_description": description}]),
+             parameters=[{"robot_description": description}, *clock]),
         _node(system.policy_node(robot, checkpoint, LaunchConfiguration("models").perform(context) or None,
-                                 policy_endpoint=LaunchConfiguration("policy_endpoint").perform(context))),
+                                 policy_endpoint=LaunchConfiguration("policy_endpoint").perform(context)),
+              sim_time),
     ]
-    nodes += [_node(n) for n in system.machine_nodes(robot)]  # the wheel loader's drive node (deadman)
+    nodes += [_node(n, sim_time) for n in system.machine_nodes(robot)]  # the wheel loader's drive node (deadman)
     if use_sim:
         nodes.append(_node(system.sim_driver_node(
             robot, embodiment=robot, episodes=int(LaunchConfiguration("episodes").perform(context)),
@@ -104,7 +112,7 @@ def _nodes(context: LaunchContext) -> list:
         nodes += [
             # controller_manager takes the URDF from /robot_description (robot_state_publisher)
             Node(package="controller_manager", executable="ros2_control_node",
-                 parameters=[controllers], output="screen"),
+                 parameters=[controllers, *clock], output="screen"),
             Node(package="controller_manager", executable="spawner",
                  arguments=["joint_state_broadcaster", *(group["controller"] for group in spec["groups"]),
                             "--controller-manager", "/controller_manager"]),
@@ -119,7 +127,7 @@ def _nodes(context: LaunchContext) -> list:
                 remappings=[("image_raw", camera["topic"])]))
     if use_rviz:
         nodes.append(Node(package="rviz2", executable="rviz2",
-                          arguments=["-d", str(bringup / "config" / f"{robot}.rviz")]))
+                          arguments=["-d", str(bringup / "config" / f"{robot}.rviz")], parameters=clock))
     return nodes
 
 

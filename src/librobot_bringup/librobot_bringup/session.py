@@ -24,12 +24,13 @@ from rclpy.node import Node
 from tqdm import tqdm
 
 from librobot_bringup.graph import NodeGraph, NodeSpec
-from librobot_bringup.system import machine_nodes, sim_driver_node, sim_settings
+from librobot_bringup.system import machine_nodes, on_sim_time, sim_clock, sim_driver_node, sim_settings
 from librobot_drivers import episodes as episode_keys
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED
 
 STARTUP_ALLOWANCE_S = 120.0  # model loading and DDS discovery before the first episode
+SIM_CLOCK_SLOWDOWN = 3.0  # a twin that is the clock: wall seconds allowed per simulated second
 SETTLE_S = 0.5  # after the last episode, for every subscriber to take its last messages
 
 
@@ -105,8 +106,13 @@ def run_sim_episodes(
         node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
         driver = sim_driver_node(robot, episodes=episodes, first_seed=first_seed,
                                  episode_time_limit_s=time_limit_s, cameras=list(cameras))
-        nodes = [driver, *machine_nodes(robot), *commanders]
-        deadline = time.monotonic() + STARTUP_ALLOWANCE_S + episodes * (time_limit_s + 3.0)
+        others = [*machine_nodes(robot), *commanders]
+        # a twin that is the clock may run slower than the wall: allow it SIM_CLOCK_SLOWDOWN
+        slowdown = 1.0
+        if sim_clock(robot):
+            others, slowdown = [on_sim_time(n) for n in others], SIM_CLOCK_SLOWDOWN
+        nodes = [driver, *others]
+        deadline = time.monotonic() + STARTUP_ALLOWANCE_S + episodes * (time_limit_s + 3.0) * slowdown
         with NodeGraph(nodes, log_dir=log_dir) as graph, tqdm(
             total=episodes, desc=description, unit="episode"
         ) as progress:

@@ -24,12 +24,29 @@ def config_file(name: str) -> Path:
     return path
 
 
-def sim_settings(robot: str) -> tuple[tuple[str, ...], float]:
-    """(rendered cameras, episode time limit s) of `robot`'s twin, from config/<robot>_sim.yaml."""
+def _sim_parameters(robot: str) -> dict:
     import yaml
 
-    driver = yaml.safe_load(config_file(f"{robot}_sim.yaml").read_text())["driver"]["ros__parameters"]
+    return yaml.safe_load(config_file(f"{robot}_sim.yaml").read_text())["driver"]["ros__parameters"]
+
+
+def sim_settings(robot: str) -> tuple[tuple[str, ...], float]:
+    """(rendered cameras, episode time limit s) of `robot`'s twin, from config/<robot>_sim.yaml."""
+    driver = _sim_parameters(robot)
     return tuple(driver["cameras"]), float(driver["episode_time_limit_s"])
+
+
+def sim_clock(robot: str) -> bool:
+    """Whether `robot`'s twin is the graph's clock (`sim_clock` in config/<robot>_sim.yaml): the
+    driver publishes /clock and every other node of the graph needs `use_sim_time`."""
+    return bool(_sim_parameters(robot).get("sim_clock", False))
+
+
+def on_sim_time(spec: NodeSpec) -> NodeSpec:
+    """`spec` with use_sim_time: the node follows /clock (a twin that is the clock)."""
+    from dataclasses import replace
+
+    return replace(spec, parameters={**spec.parameters, "use_sim_time": True})
 
 
 def shipped_checkpoint(robot: str) -> Path:

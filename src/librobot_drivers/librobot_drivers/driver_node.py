@@ -16,6 +16,11 @@ health on /diagnostics (1 Hz); when it stops answering, the node publishes no jo
 consumers see them go stale), retries once a second, and on recovery holds the measured pose.
 A fault the robot latches (a servo's overload) refuses motion until `~/clear_faults` succeeds.
 
+A twin that cannot keep up with the wall clock (the wheel loader's heap of stones) runs with
+`sim_clock:=true`: the node is then the graph's clock, as a simulator is in ROS: every servo tick
+advances the twin by one period and publishes it on /clock (rosgraph_msgs/Clock), and every
+other node of the graph runs with `use_sim_time:=true`.
+
     ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_sim -p episodes:=10
     ros2 run librobot_drivers driver_node --ros-args -p robot:=so100_feetech \
         -p port:=/dev/ttyACM0 -p calibration:=$HOME/.librobot/calibration/so100_feetech.json
@@ -30,6 +35,8 @@ from geometry_msgs.msg import PointStamped
 from librobot_msgs.msg import EpisodeEvent
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -74,6 +81,14 @@ class DriverNode(Node):
             raise ValueError(f"parameter command_interface = {self.command_interface!r}: expected "
                              f"one of {list(COMMAND_INTERFACES)}")
 
+        # sim_clock: the twin is the graph's clock (/clock; every other node runs with
+        # use_sim_time): each servo tick advances it by one period however long the tick takes,
+        # so a twin slower than real time slows the whole graph instead of falling behind it
+        self.sim_clock = bool(self.declare_parameter("sim_clock", False).value)
+        if self.sim_clock and self.get_parameter("use_sim_time").value:
+            raise ValueError("parameters sim_clock and use_sim_time are both true: the driver is the "
+                             "clock then and runs on the wall's; give use_sim_time to the other nodes")
+
         # hardware options (unused by the simulated twin)
         hardware_options = {
             "port": self.declare_parameter("port", "").value,
@@ -88,6 +103,11 @@ class DriverNode(Node):
         self.robot = make_robot(robot_name, self.spec, **{k: v for k, v in options.items() if k in taken})
         self.robot.connect()
         self.cameras = self.robot.camera_names
+        if self.sim_clock and not self.robot.simulated:
+            self.robot.disconnect()
+            raise ValueError(f"parameter sim_clock = true needs a simulated robot, not {robot_name!r}")
+        self._period_ns = int(round(1e9 / servo_rate))
+        self._sim_ns = self.get_clock().now().nanoseconds  # the clock starts at the wall's time
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
             self.robot.read_camera(name)  # do it now, not in the middle of the first episode
         self._measured = self.robot.read_joints().position
@@ -124,14 +144,20 @@ class DriverNode(Node):
                     continue
                 self.create_subscription(JointTrajectory, group.command_topic,
                                          lambda msg, group=group: self._on_trajectory(group, msg), 10)
+        if self.sim_clock:
+            self._clock_pub = self.create_publisher(Clock, "/clock", 10)
+            self._clock_pub.publish(Clock(clock=self._stamp()))
         self.create_timer(1.0 / servo_rate, self._on_servo_tick)
         if not self.robot.simulated:
             self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.create_timer(1.0, self._publish_health)
             self.create_service(Trigger, "~/clear_faults", self._on_clear_faults)
-        for name in self.cameras:
-            rate = self.spec.camera(name).rate_hz
-            self.create_timer(1.0 / rate, lambda name=name: self._publish_camera(name))
+        # frames at each camera's rate: on the wall clock, or on the twin's when it is the clock
+        self._frame_period_ns = {name: int(round(1e9 / self.spec.camera(name).rate_hz)) for name in self.cameras}
+        self._next_frame_ns = dict.fromkeys(self.cameras, self._sim_ns)
+        if not self.sim_clock:
+            for name in self.cameras:
+                self.create_timer(self._frame_period_ns[name] * 1e-9, lambda name=name: self._publish_camera(name))
 
         self.episodes = EpisodeManager(schedule) if self.robot.simulated else EpisodeManager(
             EpisodeSchedule(episodes=0)
@@ -197,7 +223,21 @@ class DriverNode(Node):
 
     # -- control loop --------------------------------------------------------------------------
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return (self._sim_ns if self.sim_clock else self.get_clock().now().nanoseconds) * 1e-9
+
+    def _stamp(self):
+        """builtin_interfaces/Time of now: the node's clock, or the twin's when it is the clock."""
+        return Time(nanoseconds=self._sim_ns).to_msg() if self.sim_clock else self.get_clock().now().to_msg()
+
+    def _tick_clock(self) -> None:
+        """sim_clock: one servo period of simulated time, published on /clock, and the frames due."""
+        self.robot.step(self._period_ns * 1e-9)
+        self._sim_ns += self._period_ns
+        self._clock_pub.publish(Clock(clock=self._stamp()))
+        for name, due in self._next_frame_ns.items():
+            if self._sim_ns >= due:
+                self._next_frame_ns[name] = due + self._frame_period_ns[name]
+                self._publish_camera(name)
 
     def _target(self, now: float) -> np.ndarray:
         if self.command_interface == "trajectory":
@@ -212,7 +252,11 @@ class DriverNode(Node):
             return
         try:
             self._command(now)
-            if self.robot.simulated:
+            if self.sim_clock:
+                self._tick_clock()
+                now = self._now()
+                self._run_episodes(now)
+            elif self.robot.simulated:
                 if self._last_tick is not None:
                     self.robot.step(min(max(now - self._last_tick, 0.0), MAX_SIM_STEP_S))
                 self._last_tick = now
@@ -222,7 +266,7 @@ class DriverNode(Node):
             self._lost(now, err)
             return
         self._measured = reading.position
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._stamp()
         self._joint_pub.publish(messages.joint_state_msg(self.spec, reading, stamp))
 
     def _lost(self, now: float, err: RobotIOError) -> None:
@@ -280,7 +324,7 @@ class DriverNode(Node):
         return response
 
     def _publish_camera(self, name: str) -> None:
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._stamp()
         frame = self.robot.read_camera(name)
         self._image_pubs[name].publish(messages.image_msg(frame, stamp, f"{name}_camera"))
         if self.robot.simulated:
@@ -324,7 +368,7 @@ class DriverNode(Node):
                 f"success rate {self.episodes.success_rate:.0%} over {len(self.episodes.results)}"
             )
         msg = EpisodeEvent()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp()
         msg.event = EpisodeEvent.START if event.kind == "start" else EpisodeEvent.END
         msg.episode_index = event.index
         msg.seed = event.seed

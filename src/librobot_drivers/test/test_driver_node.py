@@ -71,3 +71,51 @@ def test_simulated_episodes_start_once_a_commander_is_connected(ros_context, spi
         executor.shutdown()
         driver.destroy_node()
         client.destroy_node()
+
+
+def test_a_twin_that_is_the_clock_publishes_it_and_stamps_everything_with_it(ros_context, spin):
+    """sim_clock: /clock advances one servo period per tick; joint states, frames and episode
+    events carry that time; a node on use_sim_time sees it, and its trajectories (stamped in
+    it) are followed."""
+    from rclpy.time import Time
+    from rosgraph_msgs.msg import Clock
+
+    driver, client, executor = make(ros_context, sim_clock=True)
+    follower = Node("sim_time_client", context=ros_context,
+                    parameter_overrides=[Parameter("use_sim_time", value=True)])
+    executor.add_node(follower)
+    clocks, states, images = [], [], []
+    client.create_subscription(Clock, "/clock", lambda m: clocks.append(Time.from_msg(m.clock).nanoseconds), 100)
+    client.create_subscription(JointState, "/joint_states", states.append, 100)
+    client.create_subscription(Image, "/camera/front/image_raw", images.append, 10)
+    command = follower.create_publisher(JointTrajectory, SPEC.command_topic, 10)
+    try:
+        assert spin(executor, lambda: len(images) >= 4 and len(clocks) >= 50, timeout_s=20.0)
+        assert set(np.diff(clocks[-40:]).tolist()) == {10_000_000}  # 100 Hz servo: 10 ms a tick
+        ticks = set(clocks)
+        assert all(Time.from_msg(s.header.stamp).nanoseconds in ticks for s in states[-20:])
+        frame_times = [Time.from_msg(i.header.stamp).nanoseconds for i in images]
+        assert set(np.diff(frame_times[-3:]).tolist()) == {100_000_000}  # 10 Hz of simulated time
+        assert abs(follower.get_clock().now().nanoseconds - clocks[-1]) <= 20_000_000
+
+        start = messages.joint_positions(SPEC, states[-1])
+        target = start.copy()
+        target[0] += 0.3
+        trajectory = messages.trajectory_msg(SPEC.joint_names, follower.get_clock().now().nanoseconds,
+                                             np.array([0.5]), target[None])
+        assert spin(executor, lambda: command.get_subscription_count() > 0)
+        command.publish(trajectory)
+        reached = lambda: abs(messages.joint_positions(SPEC, states[-1])[0] - target[0]) < 0.03
+        assert spin(executor, reached, timeout_s=10.0), messages.joint_positions(SPEC, states[-1])
+    finally:
+        executor.shutdown()
+        for node in (driver, client, follower):
+            node.destroy_node()
+
+
+def test_sim_clock_is_refused_with_use_sim_time(ros_context):
+    import pytest
+
+    with pytest.raises(ValueError, match="sim_clock and use_sim_time are both true"):
+        DriverNode(context=ros_context, parameter_overrides=[Parameter("sim_clock", value=True),
+                                                             Parameter("use_sim_time", value=True)])
