@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +56,15 @@ class NodeSpec:
         return args + ["--params-file", str(params_file)]
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 class NodeGraph:
-    """Context manager running a list of NodeSpecs as child processes; stops them on exit."""
+    """Context manager running a list of NodeSpecs as child processes; stops them on exit, also
+    when this process is told to stop by SIGTERM (a service manager, `kill`): the children run
+    in sessions of their own (a terminal's Ctrl-C reaches only this process, which then stops
+    them in order), so nothing else would."""
 
     def __init__(self, nodes: list[NodeSpec], log_dir: Path | None = None, env: dict | None = None):
         self.nodes = nodes
@@ -64,9 +72,12 @@ class NodeGraph:
         self._tmp = tempfile.TemporaryDirectory(prefix="librobot-graph-")
         self.log_dir = Path(log_dir) if log_dir else Path(self._tmp.name)
         self.processes: dict[str, subprocess.Popen] = {}
+        self._previous_sigterm = None
 
     def __enter__(self) -> NodeGraph:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             for node in self.nodes:
                 params = Path(self._tmp.name) / f"{node.name}.yaml"
@@ -107,3 +118,6 @@ class NodeGraph:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self._tmp.cleanup()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None

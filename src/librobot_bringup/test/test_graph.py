@@ -1,6 +1,10 @@
 """Nodes started from Python run with DDS on loopback and in this test run's domain."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,3 +59,28 @@ def test_parameter_files_come_first_and_the_overrides_win(tmp_path):
     assert spec.parameters == {"checkpoint": str(tmp_path.resolve()), "models": str(shipped_checkpoints()),
                                "replan_steps": 3}
     assert command[command.index("-r") + 1] == "__node:=policy"
+
+
+def test_a_sigterm_to_the_parent_stops_its_nodes_too(tmp_path):
+    """The nodes run in sessions of their own; a `kill` of the session that started them (the
+    demo, the recorder) must not leave them running."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from librobot_bringup.graph import NodeGraph\n"
+        "from librobot_bringup.system import drive_node\n"
+        "with NodeGraph([drive_node('wheel_loader')]) as graph:\n"
+        "    print(graph.processes['drive'].pid, flush=True)\n"
+        "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=20) == 128 + signal.SIGTERM
+    for _ in range(50):
+        if not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"node {child} outlived its parent")

@@ -4,10 +4,13 @@ velocity controller at every tick. ROS-free.
 A forward velocity controller (forward_command_controller on the velocity interface) keeps its last
 command for ever; a wheel loader must not. `DriveGuard` decides each tick's four wheel speeds:
 
-- from the policy's wheel trajectory (velocities per point, JointTrajectory semantics: a start of
-  0 means the time it arrived, a later start holds the speeds until then; linear from those
-  speeds to the first point, then point to point; after the last point the wheels stop), or from a geometry_msgs/Twist (ground
-  speed, and wheel speeds from the articulated kinematics at the measured angle and rate);
+- from the policy's wheel trajectory, or from a geometry_msgs/Twist. Either gives a ground speed:
+  a Twist's linear.x, or the trajectory's (recovered from each point's wheel speeds;
+  JointTrajectory semantics: a start of 0 means the time it arrived, a later start holds the
+  speed until then; linear from that speed to the first point, then point to point; after the
+  last point the wheels stop). The wheel speeds come from the articulated kinematics at the
+  *measured* angle and rate: speeds planned for an angle the steering cylinders have not reached
+  yet would make the wheels fight the frames;
 - **deadman**: without a new command within the drive's `command_timeout_s` the wheels stop at
   once (the brakes, not a ramp), and stay stopped until the next command;
 - **limits** on every command: the ground speed within the drive's range and each wheel within
@@ -57,7 +60,7 @@ class DriveGuard:
             raise ValueError(f"max_wheel_acceleration {max_wheel_acceleration}: expected > 0 rad/s^2")
         self.max_wheel_acceleration = float(max_wheel_acceleration)
         self._times: np.ndarray | None = None  # the trajectory's knots (absolute s) ...
-        self._speeds: np.ndarray | None = None  # ... and wheel speeds there (N, 4)
+        self._speeds: np.ndarray | None = None  # ... and ground speeds there (N,) m/s
         self._twist_speed: float | None = None  # or a Twist's ground speed
         self._received: float | None = None  # when the newest command arrived
         self._output = np.zeros(4)
@@ -69,8 +72,9 @@ class DriveGuard:
     # -- commands --------------------------------------------------------------------------------
     def set_trajectory(self, now: float, start: float, time_from_start: np.ndarray,
                        velocities: np.ndarray) -> None:
-        """A wheel trajectory: `start` (s, 0: now), times (N,) s from it, wheel speeds (N, 4).
-        ValueError (naming the problem) for a malformed one, which changes nothing."""
+        """A wheel trajectory: `start` (s, 0: now), times (N,) s from it, wheel speeds (N, 4)
+        (their ground speed is what the machine drives). ValueError (naming the problem) for a
+        malformed one, which changes nothing."""
         times = np.asarray(time_from_start, dtype=np.float64)
         velocities = np.asarray(velocities, dtype=np.float64)
         if len(times) == 0:
@@ -87,7 +91,8 @@ class DriveGuard:
         start = now if start == 0 else start
         before = [now, start] if start > now else [now]  # held until a later start, as JTC does
         self._times = np.concatenate([before, start + times])
-        self._speeds = np.concatenate([np.repeat(self._output[None], len(before), axis=0), velocities])
+        current = float(self.drive.ground_speed(self._output))
+        self._speeds = np.concatenate([np.full(len(before), current), self.drive.ground_speed(velocities)])
         keep = np.concatenate([self._times[1:] > self._times[:-1], [True]])  # a start in the past
         self._times, self._speeds = self._times[keep], self._speeds[keep]
         self._twist_speed = None
@@ -119,8 +124,8 @@ class DriveGuard:
 
     # -- every tick -----------------------------------------------------------------------------
     def command(self, now: float, gamma: float, gamma_rate: float) -> WheelCommand:
-        """The wheel speeds to send now; `gamma`, `gamma_rate`: the measured articulation (for
-        a Twist's wheel speeds)."""
+        """The wheel speeds to send now; `gamma`, `gamma_rate`: the measured articulation, which
+        the wheel speeds follow."""
         dt = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
         self._last_tick = now
         if self.estop_reason is not None:
@@ -135,21 +140,20 @@ class DriveGuard:
             self._times = self._speeds = self._twist_speed = None
             return self._stop(TIMED_OUT, f"no command for {age:.2f} s (deadman "
                               f"{self.drive.command_timeout_s:.2f} s): wheels stopped", tripped)
-        if self._twist_speed is not None:
-            wanted = wheel_speeds(self.drive.geometry, self._twist_speed, gamma, gamma_rate)
-        else:
-            wanted = self._sample(now)
+        speed = self._twist_speed if self._twist_speed is not None else self._sample(now)
+        wanted = wheel_speeds(self.drive.geometry, speed, gamma, gamma_rate)
         limited, why = self._limit(wanted, dt)
         self._output = limited
         return WheelCommand(limited.copy(), DRIVING, why)
 
-    def _sample(self, now: float) -> np.ndarray:
+    def _sample(self, now: float) -> float:
+        """The trajectory's ground speed (m/s) at `now`."""
         times, speeds = self._times, self._speeds
         if now >= times[-1]:
-            return np.zeros(4)  # the trajectory is over: stop
+            return 0.0  # the trajectory is over: stop
         k = int(np.searchsorted(times, now, side="right")) - 1
         s = (now - times[k]) / (times[k + 1] - times[k])
-        return speeds[k] + s * (speeds[k + 1] - speeds[k])
+        return float(speeds[k] + s * (speeds[k + 1] - speeds[k]))
 
     def _limit(self, wanted: np.ndarray, dt: float) -> tuple[np.ndarray, str]:
         reasons = []

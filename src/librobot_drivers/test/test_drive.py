@@ -58,6 +58,17 @@ def test_a_trajectory_is_followed_in_time_and_ends_at_rest():
     assert speed(6.05) == 0.0 and speed(6.15) == pytest.approx(0.5)
 
 
+def test_a_trajectory_drives_its_ground_speed_on_the_measured_articulation():
+    """Wheel speeds planned for a turn the steering has not reached yet: the machine drives the
+    planned ground speed with wheel speeds for the angle and rate it is measured at."""
+    g = guard()
+    planned = wheel_speeds(DRIVE.geometry, 1.5, 0.4, 0.2)  # the plan expects 0.4 rad, turning
+    g.set_trajectory(0.0, 0.0, np.array([0.1, 1.0]), np.stack([planned, planned]))
+    command = g.command(0.2, 0.1, 0.05)  # the frames are still at 0.1 rad
+    assert np.allclose(command.wheels, wheel_speeds(DRIVE.geometry, 1.5, 0.1, 0.05))
+    assert not np.allclose(command.wheels, planned)
+
+
 def test_malformed_trajectories_are_refused_and_change_nothing():
     g = guard()
     g.set_twist(0.0, 1.0)
