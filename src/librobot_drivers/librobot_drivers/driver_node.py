@@ -78,16 +78,16 @@ class DriverNode(Node):
         self._anchor = CommandAnchor(self.declare_parameter("command_accept_radius", 0.05).value)
         self.command_interface = self.declare_parameter("command_interface", "trajectory").value
         if self.command_interface not in COMMAND_INTERFACES:
-            raise ValueError(f"parameter command_interface = {self.command_interface!r}: expected "
-                             f"one of {list(COMMAND_INTERFACES)}")
+            self._refuse(f"parameter command_interface = {self.command_interface!r}: expected "
+                         f"one of {list(COMMAND_INTERFACES)}")
 
         # sim_clock: the twin is the graph's clock (/clock; every other node runs with
         # use_sim_time): each servo tick advances it by one period however long the tick takes,
         # so a twin slower than real time slows the whole graph instead of falling behind it
         self.sim_clock = bool(self.declare_parameter("sim_clock", False).value)
         if self.sim_clock and self.get_parameter("use_sim_time").value:
-            raise ValueError("parameters sim_clock and use_sim_time are both true: the driver is the "
-                             "clock then and runs on the wall's; give use_sim_time to the other nodes")
+            self._refuse("parameters sim_clock and use_sim_time are both true: the driver is the "
+                         "clock then and runs on the wall's; give use_sim_time to the other nodes")
 
         # hardware options (unused by the simulated twin)
         hardware_options = {
@@ -105,7 +105,7 @@ class DriverNode(Node):
         self.cameras = self.robot.camera_names
         if self.sim_clock and not self.robot.simulated:
             self.robot.disconnect()
-            raise ValueError(f"parameter sim_clock = true needs a simulated robot, not {robot_name!r}")
+            self._refuse(f"parameter sim_clock = true needs a simulated robot, not {robot_name!r}")
         self._period_ns = int(round(1e9 / servo_rate))
         self._sim_ns = self.get_clock().now().nanoseconds  # the clock starts at the wall's time
         for name in self.cameras:  # the first frame sets up the renderer (seconds on a cold machine):
@@ -176,6 +176,12 @@ class DriverNode(Node):
             f"{self.spec.topic('hardware_commands') if hardware else [g.command_topic for g in self.spec.groups]}, "
             f"{episodes} episode(s)"
         )
+
+    def _refuse(self, problem: str) -> None:
+        """A bad parameter: destroy the half-built node (left to the garbage collector, its DDS
+        participant is torn down at a random later moment, which can hang) and raise."""
+        Node.destroy_node(self)
+        raise ValueError(problem)
 
     # -- commands ------------------------------------------------------------------------------
     def _on_trajectory(self, group: JointGroup, msg: JointTrajectory) -> None:
