@@ -19,19 +19,16 @@ own project; the task is an upper-body one, and a stand keeps the figures about 
 
 from __future__ import annotations
 
-import re
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import mujoco
 import numpy as np
-import xacro
 
 from librobot_drivers.embodiment import Embodiment, load_embodiment
 from librobot_drivers.resources import share_path
-from librobot_drivers.sim.twin import MujocoTwin
+from librobot_drivers.sim.twin import MujocoTwin, compile_quietly, expand_xacro, urdf_mjspec
 
 SCENE_PATH = share_path("description", "mujoco", "humanoid_scene.xml")
 URDF_PATH = share_path("description", "urdf", "humanoid.urdf.xacro")
@@ -54,32 +51,19 @@ RESTING_SPEED = 0.02  # m/s, below this the bar counts as still
 
 def robot_description(use_mock_hardware: bool = True) -> str:
     """The humanoid's URDF: description/urdf/humanoid.urdf.xacro expanded."""
-    return xacro.process_file(str(URDF_PATH), mappings={
-        "use_mock_hardware": str(use_mock_hardware).lower()}).toxml()
+    return expand_xacro(URDF_PATH, use_mock_hardware)
 
 
 def _robot_spec() -> mujoco.MjSpec:
     """The URDF as a MuJoCo spec: every link kept as a body (cameras, TCPs), collision geometry."""
-    urdf = re.sub(r"<ros2_control.*?</ros2_control>", "", robot_description(), flags=re.S)
-    urdf = re.sub(r"(<robot [^>]*>)", r'\1<mujoco><compiler fusestatic="false" discardvisual="true"/></mujoco>',
-                  urdf, count=1)
-    return mujoco.MjSpec.from_string(urdf)
+    return urdf_mjspec(robot_description())
 
 
 @lru_cache(maxsize=4)
 def _compiled_xml(spec_path: str, timestep: float) -> str:
     """The whole scene, compiled once per process and kept as XML (a model per twin is loaded
     from it: quick, and independent of the others)."""
-    # the robot's names stay the URDF's (attached without a prefix), as ROS knows them; MuJoCo
-    # warns about that (saving such a model may lose names), twice: silenced here
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda text: None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _build_scene(load_embodiment(spec_path), timestep)
-    finally:
-        mujoco.set_mju_user_warning(previous)
+    return compile_quietly(lambda: _build_scene(load_embodiment(spec_path), timestep))
 
 
 def _build_scene(spec: Embodiment, timestep: float) -> str:

@@ -8,15 +8,48 @@ privileged `object_pose()` for experts and evaluation.
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
 
 import mujoco
 import numpy as np
+import xacro
 
 from librobot_drivers.articulated import wheel_speeds
 from librobot_drivers.embodiment import Embodiment
 from librobot_drivers.robot import JointReading, RobotNotConnectedError, SimulatedRobot
 from librobot_drivers.trajectory import TrajectoryFollower
+
+
+
+def expand_xacro(path: str | Path, use_mock_hardware: bool = True) -> str:
+    """A robot's URDF from its xacro (the description ROS gets)."""
+    return xacro.process_file(str(path), mappings={"use_mock_hardware": str(use_mock_hardware).lower()}).toxml()
+
+
+def urdf_mjspec(urdf: str) -> mujoco.MjSpec:
+    """A URDF as a MuJoCo spec: <ros2_control> dropped, every link kept as a body (cameras,
+    tool frames), collision geometry only."""
+    urdf = re.sub(r"<ros2_control.*?</ros2_control>", "", urdf, flags=re.S)
+    urdf = re.sub(r"(<robot [^>]*>)", r'\1<mujoco><compiler fusestatic="false" discardvisual="true"/></mujoco>',
+                  urdf, count=1)
+    return mujoco.MjSpec.from_string(urdf)
+
+
+def compile_quietly(build: Callable[[], str]) -> str:
+    """`build()` (a scene's XML) with MuJoCo's warnings silenced: a robot attached without a
+    prefix keeps the URDF's names, as ROS knows them, and MuJoCo warns (twice) that saving such a
+    model may lose names."""
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda text: None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build()
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class MujocoTwin(SimulatedRobot):
