@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
-from librobot_drivers.sim.experts import PlannedTrajectory, smoothstep
+from librobot_drivers.sim.experts import PlannedTrajectory, plan_inputs, smoothstep
 from librobot_drivers.sim.so100_sim import SCENE_PATH
 
 ARM_JOINTS = 5  # the joints that place the TCP; the sixth is the jaw
@@ -222,14 +222,7 @@ class ScriptedExpert(PlannedTrajectory):
         self._scene = _scene(tuple(spec.joint_names))
         self._lower = spec.lower_limits[:ARM_JOINTS]
         self._upper = spec.upper_limits[:ARM_JOINTS]
-        object_position = np.asarray(object_position, dtype=np.float64)
-        start_positions = np.asarray(start_positions, dtype=np.float64)
-        if object_position.shape != (3,):
-            raise ValueError(f"object_position must have shape (3,), got {object_position.shape}")
-        if start_positions.shape != (spec.dof,):
-            raise ValueError(
-                f"start_positions must have shape ({spec.dof},), got {start_positions.shape}"
-            )
+        object_position, start_positions = plan_inputs(spec, object_position, start_positions)
         self._times, self._positions = self._plan(object_position, object_yaw, start_positions)
 
     # -- planning -------------------------------------------------------------------------------

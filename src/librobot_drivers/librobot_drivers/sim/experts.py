@@ -40,6 +40,18 @@ def make_expert(spec: Embodiment, object_position: np.ndarray, start_positions: 
     return getattr(importlib.import_module(module), name)(spec, object_position, start_positions)
 
 
+
+def plan_inputs(spec: Embodiment, object_position, start_positions) -> tuple[np.ndarray, np.ndarray]:
+    """An expert's inputs as float arrays: the object's position (3,) m and the joints (spec.dof,)
+    when the plan starts; ValueError naming the bad shape."""
+    object_position = np.asarray(object_position, dtype=np.float64)
+    start_positions = np.asarray(start_positions, dtype=np.float64)
+    if object_position.shape != (3,):
+        raise ValueError(f"object_position must have shape (3,), got {object_position.shape}")
+    if start_positions.shape != (spec.dof,):
+        raise ValueError(f"start_positions must have shape ({spec.dof},), got {start_positions.shape}")
+    return object_position, start_positions
+
 class PlannedTrajectory:
     """An expert's plan sampled in advance: times (N,) s from the start and joint targets (N, dof),
     linear in between. Subclasses set `_times` and `_positions` in their constructor."""

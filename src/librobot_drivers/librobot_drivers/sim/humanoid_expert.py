@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from librobot_drivers.embodiment import Embodiment
-from librobot_drivers.sim.experts import PlannedTrajectory, smoothstep
+from librobot_drivers.sim.experts import PlannedTrajectory, plan_inputs, smoothstep
 from librobot_drivers.sim.humanoid_sim import HumanoidSim
 
 OPEN = 0.035  # m, each finger from the middle: a 7 cm gap around the 3 cm bar
@@ -148,12 +148,7 @@ class HumanoidExpert(PlannedTrajectory):
     """
 
     def __init__(self, spec: Embodiment, object_position: np.ndarray, start_positions: np.ndarray):
-        object_position = np.asarray(object_position, dtype=np.float64)
-        start_positions = np.asarray(start_positions, dtype=np.float64)
-        if object_position.shape != (3,):
-            raise ValueError(f"object_position must have shape (3,), got {object_position.shape}")
-        if start_positions.shape != (spec.dof,):
-            raise ValueError(f"start_positions must have shape ({spec.dof},), got {start_positions.shape}")
+        object_position, start_positions = plan_inputs(spec, object_position, start_positions)
         self.spec = spec
         self._kin = _kinematics(spec)
         self._waist = spec.group_index(spec.group("waist"))

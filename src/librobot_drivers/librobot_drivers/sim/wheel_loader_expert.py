@@ -26,7 +26,7 @@ import numpy as np
 
 from librobot_drivers.articulated import articulation_for_yaw_rate, body_yaw_rates
 from librobot_drivers.embodiment import Embodiment
-from librobot_drivers.sim.experts import PlannedTrajectory
+from librobot_drivers.sim.experts import PlannedTrajectory, plan_inputs
 
 DT = 0.05  # s, planning step
 DIG_BOOM = -0.61  # rad, arm down: the bucket floor on the ground (flat at bucket 0)
@@ -80,12 +80,7 @@ class WheelLoaderExpert(PlannedTrajectory):
     """
 
     def __init__(self, spec: Embodiment, object_position: np.ndarray, start_positions: np.ndarray):
-        object_position = np.asarray(object_position, dtype=np.float64)
-        start_positions = np.asarray(start_positions, dtype=np.float64)
-        if object_position.shape != (3,):
-            raise ValueError(f"object_position must have shape (3,), got {object_position.shape}")
-        if start_positions.shape != (spec.dof,):
-            raise ValueError(f"start_positions must have shape ({spec.dof},), got {start_positions.shape}")
+        object_position, start_positions = plan_inputs(spec, object_position, start_positions)
         self.spec = spec
         self.view = spec.commanded()
         self.drive = spec.drive
