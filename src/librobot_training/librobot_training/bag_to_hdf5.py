@@ -3,7 +3,7 @@
     python -m librobot_training.bag_to_hdf5 BAG [BAG ...] --output DIR [--embodiment so100] [--rate HZ]
         [--camera NAME[=TOPIC] ...] [--time-source header|receive] [--max-age S]
         [--action-source auto|command|measured] [--compression none|lzf|gzip] [--sim]
-        [--overwrite] [--no-progress]
+        [--successful-only] [--overwrite] [--no-progress]
 
 What it does, in order:
 
@@ -15,7 +15,8 @@ What it does, in order:
    episodes end where every sampled stream is still complete, and dataset.json marks them
    ``"truncated": true``;
 2. split the bag into episodes at ``librobot_msgs/msg/EpisodeEvent`` START/END messages (no events:
-   the whole bag is one episode);
+   the whole bag is one episode); with ``--successful-only`` only the episodes whose END reported
+   success are kept (a scripted expert's failed tries left out of its demonstrations);
 3. sample every episode on a fixed grid at ``rate`` Hz that starts when every required stream has a
    sample: for each grid time ``t`` and stream, the latest message with time <= t (never a future
    one); a grid step where a stream's newest message is older than its maximum age is skipped and
@@ -97,6 +98,7 @@ class ConversionOptions:
     rate_hz: grid rate (default spec.control_rate_hz). max_age_s: maximum age of a sensor's newest
     message at a grid step (default per stream: max(2/rate, 2 x the stream's median period)).
     cameras: name -> topic override (None: the spec topic); None converts all spec cameras.
+    successful_only: keep only the episodes whose END event reported success.
     """
 
     embodiment: str = "so100"
@@ -107,6 +109,7 @@ class ConversionOptions:
     compression: str = "none"
     sim: bool = False
     action_source: str = "auto"
+    successful_only: bool = False
     overwrite: bool = False
     progress: bool = False
 
@@ -138,6 +141,7 @@ class ConversionSummary:
     bytes_read: int = 0
     seconds: float = 0.0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    left_out: int = 0  # episodes not successful, with ConversionOptions.successful_only
 
     @property
     def episodes(self) -> list[dict]:
@@ -148,10 +152,11 @@ class ConversionSummary:
         dropped = sum(sum(e["dropped"].values()) for e in self.episodes)
         rate = self.messages / self.seconds if self.seconds > 0 else float("inf")
         mbps = self.bytes_read / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+        left_out = f", left out {self.left_out} unsuccessful" if self.left_out else ""
         return (
             f"wrote {len(self.episodes)} episodes ({frames} frames, {dropped} grid steps "
-            f"dropped) to {self.output} in {self.seconds:.2f} s: {self.messages} messages, "
-            f"{rate:.0f} msg/s, {mbps:.1f} MB/s"
+            f"dropped{left_out}) to {self.output} in {self.seconds:.2f} s: {self.messages} "
+            f"messages, {rate:.0f} msg/s, {mbps:.1f} MB/s"
         )
 
 
@@ -327,6 +332,10 @@ def convert(
         summary.messages += rec.message_count
         summary.bytes_read += rec.bytes_read
         plans, skipped = _episode_plans(rec, rate_hz, options, rec.command is not None)
+        if options.successful_only:
+            kept = [(window, plan) for window, plan in plans if window.success == 1]
+            summary.left_out += len(plans) - len(kept)
+            plans = kept
         if rec.truncation is not None or skipped:
             notes = [rec.truncation] if rec.truncation is not None else []
             if skipped:
@@ -337,11 +346,17 @@ def convert(
             warning = f"bag {rec.path}: " + "; ".join(notes)
             LOG.warning(warning)
             summary.warnings.append(warning)
+        if not plans:  # no successful episode in this bag: nothing of it to write
+            continue
         output.mkdir(parents=True, exist_ok=True)
         for path in stale:  # only once a bag proved convertible
             path.unlink(missing_ok=True)
         stale = []
         _write_bag_episodes(rec, plans, spec, options, dataset, output)
+    if not dataset["episodes"]:  # only with successful_only: a bag without episodes raised above
+        raise ConversionError(
+            f"none of the {summary.left_out} episodes in the bags reported success; nothing written"
+        )
     summary.seconds = time.perf_counter() - began
     return summary
 
@@ -412,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: command if the command topic is recorded, else measured (default)",
     )
     parser.add_argument(
+        "--successful-only",
+        action="store_true",
+        help="keep only the episodes whose END event reported success (default: all)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace episodes and dataset.json already in --output",
@@ -431,6 +451,7 @@ def _options_from_args(args: argparse.Namespace) -> ConversionOptions:
         compression=args.compression,
         sim=args.sim,
         action_source=args.action_source,
+        successful_only=args.successful_only,
         overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
     )

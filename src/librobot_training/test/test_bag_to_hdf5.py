@@ -958,6 +958,33 @@ def test_episode_events_split_a_bag_and_set_success(tmp_path):
         )  # padding dropped
 
 
+def test_successful_only_keeps_the_episodes_that_reported_success(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", synthetic_messages(), storage=StoragePlugin.SQLITE3)
+    summary = convert([bag], tmp_path / "out", front_only(successful_only=True), spec=SPEC)
+    assert outputs(tmp_path / "out") == ["dataset.json", "episode_000000.hdf5"]
+    assert h5(tmp_path / "out/episode_000000.hdf5")["attrs"]["seed"] == 7  # the first, success 1
+    assert [(e["source_episode_index"], e["success"]) for e in summary.episodes] == [(0, 1)]
+    assert summary.left_out == 2 and "left out 2 unsuccessful" in summary.line()
+    listed = json.loads((tmp_path / "out/dataset.json").read_text())["episodes"]
+    assert [e["file"] for e in listed] == ["episode_000000.hdf5"]
+    # the same through the command line
+    assert main([str(bag), "-o", str(tmp_path / "cli"), "--camera", "front=/camera/front/image_raw",
+                 "--embodiment", str(SO100_YAML), "--successful-only", "--no-progress"]) == 0
+    assert outputs(tmp_path / "cli") == ["dataset.json", "episode_000000.hdf5"]
+    assert "wrote 1 episodes" in capsys.readouterr().out
+
+
+def test_successful_only_without_a_success_writes_nothing_and_keeps_the_old_output(tmp_path):
+    out = tmp_path / "out"
+    convert([write_bag(tmp_path / "old", synthetic_messages(seconds=1.0, events=False))], out,
+            front_only(), spec=SPEC)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    failed = write_bag(tmp_path / "failed", synthetic_messages(seconds=1.0, events=False))  # success unknown
+    with pytest.raises(ConversionError, match="none of the 1 episodes .* reported success"):
+        convert([failed], out, front_only(successful_only=True, overwrite=True), spec=SPEC)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def joint_trajectory(t_ns: int, points: int = 10, step_ns: int = 50_000_000) -> object:
     """A command stamped ``t_ns`` whose points lie on joint_state()'s ramp, ``step_ns`` apart."""
     point_type = TS.types["trajectory_msgs/msg/JointTrajectoryPoint"]
