@@ -78,3 +78,37 @@ def test_cmd_vel_drives_through_the_velocity_controller_and_the_deadman_stops_th
         observer.destroy_publisher(cmd_vel)
         observer.spin_until(lambda: False, 1.5)
         assert stopped_after(last), system.log()[-3000:]
+
+
+def test_the_twin_is_the_graphs_clock_and_runs_an_episode_under_the_policy(
+        cli, observer, tmp_path, tiny_wheel_loader_checkpoint):
+    """The default mode: the MuJoCo twin is the machine and the graph's clock (sim_clock); the
+    policy, the drive node and robot_state_publisher run on its /clock; an episode starts, the
+    policy's chunks are stamped in simulated time and the drive node turns them into wheel speeds,
+    and the episode ends."""
+    from librobot_msgs.msg import ActionChunk, EpisodeEvent
+    from rosgraph_msgs.msg import Clock
+    from trajectory_msgs.msg import JointTrajectory
+
+    from librobot_drivers.ros_common import EPISODE_EVENTS
+
+    clock, events, chunks, wheels = [], [], [], []
+    observer.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+    observer.create_subscription(EpisodeEvent, "/episode_events", events.append, EPISODE_EVENTS)
+    observer.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
+    observer.create_subscription(JointTrajectory, "/drive/joint_trajectory", wheels.append, 10)
+    ended = lambda: any(e.event == EpisodeEvent.END for e in events)
+    with cli.launch(tmp_path / "launch.log", "episodes:=1", f"checkpoint:={tiny_wheel_loader_checkpoint}",
+                    launch_file="wheel_loader.launch.py") as system:
+        system.wait_for_log(r"\[policy\]: active: commanding", timeout_s=120)
+        # an episode lasts at most 40 s of the twin's time; 2 cores shared by the whole graph
+        assert observer.spin_until(ended, 180), system.log()[-3000:]
+        assert [e.event for e in events] == [EpisodeEvent.START, EpisodeEvent.END]
+        started, ended_at = (e.header.stamp.sec + e.header.stamp.nanosec * 1e-9 for e in events)
+        assert 0 < ended_at - started <= 40.5  # in simulated time, which began at 0
+        assert ended_at < 1e6 and clock and max(clock) >= ended_at
+        stamps = [c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in chunks]
+        assert stamps and all(s < 1e6 for s in stamps)  # the policy's clock is the twin's, not the wall's
+        assert len(stamps) > 20  # it planned all through the episode
+        assert wheels and all(len(w.points[0].velocities) == len(SPEC.drive.wheels) for w in wheels)
+        assert "Traceback" not in system.log()

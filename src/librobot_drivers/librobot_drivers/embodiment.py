@@ -319,6 +319,17 @@ class Embodiment:
             return None
         return self.joint_names.index(self.drive.speed.name)
 
+    def first_target_steps(self, max_step: float) -> np.ndarray:
+        """(D,) how far a plan's first target may lie from the measured value, per channel, for
+        the safety layer: `max_step` for every joint; a drive's speed channel its whole range.
+        A speed is reached at the acceleration limit, not jumped to, and a vehicle that starts to
+        drive is commanded a speed it has not reached yet: a far first speed is no sign of a plan
+        that does not start where the machine is."""
+        steps = np.full(self.dof, float(max_step))
+        if self.speed_index is not None:
+            steps[self.speed_index] = self.drive.speed.upper - self.drive.speed.lower
+        return steps
+
     def state_values(self, names: Sequence[str], positions: Sequence[float],
                      velocities: Sequence[float] = ()) -> np.ndarray:
         """(dof,) in this spec's joint order from a joint state (`names` in any order, aliases

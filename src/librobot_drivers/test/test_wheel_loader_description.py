@@ -82,6 +82,29 @@ def test_a_plan_becomes_one_trajectory_per_controller_with_wheel_speeds_for_the_
     assert speeds[0, 1] > speeds[0, 0]
 
 
+def test_a_plan_may_start_at_a_speed_the_machine_has_not_reached_but_not_at_another_angle():
+    """The safety layer's first-target check: positions within max_step of the measurement, the
+    speed channel anywhere in its range (reached at its acceleration limit, not jumped to)."""
+    from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
+
+    view = SPEC.commanded()
+    steps = view.first_target_steps(0.5)
+    assert steps[view.speed_index] == SPEC.drive.speed.upper - SPEC.drive.speed.lower
+    assert np.all(np.delete(steps, view.speed_index) == 0.5)
+    assert np.all(load_embodiment("so100").first_target_steps(0.5) == 0.5)
+    safety = SafetyFilter(SafetyLimits(view.lower_limits, view.upper_limits, view.velocity_limits,
+                                       view.acceleration_limits, max_step=steps), ramp_in_s=0.0)
+    times = 0.1 * np.arange(1, 11)
+    start = np.zeros((10, view.dof))
+    start[:, view.speed_index] = 2.0  # drive off at 2 m/s from standstill
+    speeds = safety.filter(times, start, np.zeros(view.dof), 0.0)[:, view.speed_index]
+    np.testing.assert_allclose(speeds, np.minimum(2.0, SPEC.drive.speed.velocity * times))
+    turn = np.zeros((10, view.dof))
+    turn[:, view.joint_names.index("articulation_joint")] = 0.6
+    with pytest.raises(UnsafeCommand, match="max_step 0.5"):
+        safety.filter(times, turn, np.zeros(view.dof), 0.0)
+
+
 def test_a_velocity_group_needs_a_drive_and_a_drive_needs_its_wheels():
     data = yaml.safe_load(SPEC_YAML.read_text())
     with pytest.raises(ValueError, match="velocity groups \\['wheels'\\]; expected exactly the drive's wheels \\[\\]"):

@@ -7,8 +7,8 @@
 What it does, in order, to a plan (times (N,) from now on, targets (N, D)):
 1. refuses (UnsafeCommand, nothing is commanded) a non-finite plan or measurement, a plan for
    another number of joints, and any plan while the e-stop is latched;
-2. refuses a plan whose first target is further than `max_step` from the measured position (a
-   prediction that does not start where the robot is);
+2. refuses a plan whose first target is further than `max_step` (one for all joints, or one per
+   joint) from the measured position (a prediction that does not start where the robot is);
 3. clamps every target into the joint limits;
 4. blends from the measured position at activation to the plan over `ramp_in_s` after
    `activate()` (and after an e-stop is released);
@@ -25,6 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+DEFAULT_MAX_STEP = 0.5  # rad: how far a plan's first target may be from the measured position
+
+
 class UnsafeCommand(ValueError):
     """A plan the safety layer refuses; the message says which value and why."""
 
@@ -32,13 +35,14 @@ class UnsafeCommand(ValueError):
 @dataclass(frozen=True)
 class SafetyLimits:
     """Per-joint limits (D,): positions rad, velocity rad/s, acceleration rad/s^2 (optional);
-    max_step rad: the largest distance of a plan's first target from the measured position."""
+    max_step rad, for all joints or (D,) per joint: the largest distance of a plan's first target
+    from the measured position."""
 
     lower: np.ndarray
     upper: np.ndarray
     max_velocity: np.ndarray
     max_acceleration: np.ndarray | None = None
-    max_step: float = 0.5
+    max_step: float | np.ndarray = DEFAULT_MAX_STEP
 
     def __post_init__(self):
         for name in ("lower", "upper", "max_velocity", "max_acceleration"):
@@ -54,8 +58,11 @@ class SafetyLimits:
                 self.max_acceleration.shape != self.lower.shape or np.any(self.max_acceleration <= 0)):
             raise ValueError(f"max_acceleration {self.max_acceleration.tolist()}: expected one > 0 "
                              "per joint")
-        if not self.max_step > 0:
-            raise ValueError(f"max_step = {self.max_step}: expected rad > 0")
+        step = np.asarray(self.max_step, dtype=np.float64)
+        if step.shape not in ((), self.lower.shape) or not np.all(step > 0):
+            raise ValueError(f"max_step = {step.tolist()}: expected rad > 0, one for all joints or "
+                             f"one per joint ({len(self.lower)})")
+        object.__setattr__(self, "max_step", np.broadcast_to(step, self.lower.shape).copy())
 
 
 class SafetyFilter:
@@ -113,7 +120,7 @@ class SafetyFilter:
             joint = int(np.argmax(step))
             raise UnsafeCommand(f"first target {targets[0, joint]:.3f} rad of joint {joint} is "
                                 f"{step[joint]:.3f} rad from the measured {measured[joint]:.3f} rad "
-                                f"(max_step {limits.max_step} rad)")
+                                f"(max_step {limits.max_step[joint]} rad)")
         notes = []
         if self._ramp_pending:
             self._ramp, self._ramp_pending = (now_s, measured), False

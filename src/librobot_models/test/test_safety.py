@@ -82,3 +82,15 @@ def test_limits_are_checked_when_made():
         SafetyLimits(np.array([0.0]), np.array([1.0]), np.array([0.0]))
     with pytest.raises(ValueError, match="max_step = 0"):
         SafetyLimits(np.array([0.0]), np.array([1.0]), np.array([1.0]), max_step=0)
+
+
+def test_max_step_per_joint_checks_each_joint_against_its_own():
+    limits = SafetyLimits(LIMITS.lower, LIMITS.upper, LIMITS.max_velocity, max_step=np.array([0.3, 2.0]))
+    safety = SafetyFilter(limits, ramp_in_s=0.0)
+    far_second = np.tile([0.0, 0.9], (5, 1))  # 0.9 from the measured 0: allowed for joint 1 only
+    out = safety.filter(TIMES, far_second, np.zeros(2), 0.0)
+    np.testing.assert_allclose(out[:, 1], np.minimum(0.9, 2.0 * TIMES))  # approached at its speed limit
+    with pytest.raises(UnsafeCommand, match=r"joint 0 is 0.400 rad .* \(max_step 0.3 rad\)"):
+        safety.filter(TIMES, np.tile([0.4, 0.0], (5, 1)), np.zeros(2), 0.0)
+    with pytest.raises(ValueError, match="one per joint"):
+        SafetyLimits(LIMITS.lower, LIMITS.upper, LIMITS.max_velocity, max_step=np.array([0.3, 0.3, 0.3]))

@@ -61,7 +61,7 @@ from librobot_drivers.kinematics import UrdfKinematics
 from librobot_drivers.ros_common import EPISODE_EVENTS, LATCHED, run_node
 from librobot_models.checkpoint import read_checkpoint_header
 from librobot_models.execution import MODES, ChunkExecutor, make_executor
-from librobot_models.safety import SafetyFilter, SafetyLimits
+from librobot_models.safety import DEFAULT_MAX_STEP, SafetyFilter, SafetyLimits
 from librobot_models.serving import PolicyUnavailable
 from librobot_models.serving.client import SCHEMES, canonical_endpoint
 from librobot_policy_node import diagnostics
@@ -130,8 +130,9 @@ PARAMETERS = {
                     "ticks follow from there; timer: inferences on the fixed tick schedule, on "
                     "the newest frame however old",
         additional_constraints="one of " + ", ".join(("frame", "timer")))),
-    "max_step": (0.5, _seconds(
-        "rad: a plan whose first target is further than this from the measured joints is refused",
+    "max_step": (DEFAULT_MAX_STEP, _seconds(
+        "rad: a plan whose first target is further than this from the measured joints is refused "
+        "(a drive's speed channel is not checked: it is reached at its acceleration limit)",
         0.01, 10.0)),
     "ramp_in_s": (1.0, _seconds(
         "blend from the measured joints into the plans after activation and e-stop release",
@@ -496,8 +497,8 @@ class PolicyNode(LifecycleNode):
 
     # -- safety ----------------------------------------------------------------------------------
     def _limits(self, max_step: float) -> SafetyLimits:
-        return SafetyLimits(self.spec.lower_limits, self.spec.upper_limits,
-                            self.spec.velocity_limits, self.spec.acceleration_limits, max_step=max_step)
+        return SafetyLimits(self.spec.lower_limits, self.spec.upper_limits, self.spec.velocity_limits,
+                            self.spec.acceleration_limits, max_step=self.spec.first_target_steps(max_step))
 
     def _estop(self, reason: str) -> None:
         if not self.safety.estopped:

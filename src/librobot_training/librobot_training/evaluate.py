@@ -35,7 +35,7 @@ from librobot_drivers.robots import make_robot
 from librobot_drivers.trajectory import GroupFollowers, chunk_velocities
 from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
-from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
+from librobot_models.safety import DEFAULT_MAX_STEP, SafetyFilter, SafetyLimits, UnsafeCommand
 from librobot_training.datasets import open_source
 
 
@@ -91,7 +91,7 @@ def rollout(
     follower = GroupFollowers.for_embodiment(spec, sim.policy_state())
     executor = make_executor(execution, period)
     safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
-                                       spec.acceleration_limits))
+                                       spec.acceleration_limits, max_step=spec.first_target_steps(DEFAULT_MAX_STEP)))
     refused = 0
     inference_ms, frames, commands = [], [], []
     pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
