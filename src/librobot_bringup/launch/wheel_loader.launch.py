@@ -4,8 +4,9 @@ robot.launch.py with robot:=wheel_loader; every argument of it passes through (u
 use_ros2_control, use_mock_hardware, checkpoint, models, policy_endpoint, episodes, rviz:
 `ros2 launch librobot_bringup wheel_loader.launch.py --show-args`). No policy has been trained
 for it yet, so give one: `checkpoint:=<dir>` (or `policy_endpoint:=`). By default the MuJoCo twin
-in its yard (a bay of material, a hopper) is the machine; that mode has not been run end to end
-yet, use_sim:=false (mock hardware) is tested. Beside the policy it starts the drive node, the
+in its yard (a bay of material, a hopper) is the machine and the graph's clock (/clock, the other
+nodes on use_sim_time); use_sim:=false runs on mock hardware. Both are tested
+(tests/integration/test_wheel_loader_launch.py). Beside the policy it starts the drive node, the
 deadman in front of the wheels: without a fresh command within 0.25 s the wheels stop and the
 implements hold; /cmd_vel drives by hand.
 With ros2_control it spawns the hydraulics' joint_trajectory_controller (articulation, lift arm,
