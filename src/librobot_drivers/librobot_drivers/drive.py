@@ -108,6 +108,11 @@ class DriveGuard:
         self._times = self._speeds = None
         self._fresh(now)
 
+    def _drop_commands(self) -> None:
+        """Forget the trajectory or Twist being driven: nothing drives until the next command."""
+        self._times = self._speeds = self._twist_speed = None
+        self._received = None
+
     def _fresh(self, now: float) -> None:
         self._received = now
         self._stopped_for_timeout = False
@@ -116,8 +121,7 @@ class DriveGuard:
         """Latch: the wheels stop now and every command is refused until release()."""
         if self.estop_reason is None:
             self.estop_reason, self._estop_reported = reason, False
-        self._times = self._speeds = self._twist_speed = None
-        self._received = None
+        self._drop_commands()
 
     def release(self) -> None:
         self.estop_reason = None
@@ -126,11 +130,18 @@ class DriveGuard:
     def command(self, now: float, gamma: float, gamma_rate: float) -> WheelCommand:
         """The wheel speeds to send now; `gamma`, `gamma_rate`: the measured articulation, which
         the wheel speeds follow."""
-        dt = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
-        self._last_tick = now
+        jumped_back = self._last_tick is not None and now < self._last_tick
+        dt = 0.0 if self._last_tick is None or jumped_back else now - self._last_tick
+        last, self._last_tick = self._last_tick, now
         if self.estop_reason is not None:
             tripped, self._estop_reported = not self._estop_reported, True
             return self._stop(ESTOPPED, f"e-stop latched: {self.estop_reason}", tripped)
+        if jumped_back:
+            # The clock went back (a simulator or a bag restarted under use_sim_time): what was
+            # commanded belongs to another time line. Stop and hold until the next command.
+            self._drop_commands()
+            return self._stop(IDLE, f"the clock jumped back {last - now:.2f} s: stopped until the next command",
+                              tripped=True)
         if self._received is None:
             return self._stop(IDLE, "no command yet")
         age = now - self._received

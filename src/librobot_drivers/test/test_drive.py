@@ -130,3 +130,21 @@ def test_the_estop_latches_until_released():
     assert g.command(0.08, 0.0, 0.0).state == IDLE  # released: still nothing until a new command
     g.set_twist(0.1, 1.0)
     assert g.command(0.1, 0.0, 0.0).state == DRIVING
+
+
+def test_a_clock_that_jumps_back_stops_the_wheels_until_the_next_command():
+    g = guard()
+    g.set_trajectory(100.0, 0.0, np.array([1.0, 2.0]), np.stack([straight(1.0), straight(1.0)]))
+    assert g.command(100.1, 0.0, 0.0).state == DRIVING
+    assert g.command(100.1 + TIMEOUT + 0.1, 0.0, 0.0).state == TIMED_OUT
+    # A simulator restarted under use_sim_time: its clock is back before the last command.
+    back = g.command(100.05, 0.0, 0.0)
+    assert back.state == IDLE and not back.wheels.any() and back.tripped
+    assert "clock jumped back" in back.reason
+    assert g.command(100.07, 0.0, 0.0).state == IDLE  # and nothing of the old trajectory drives
+    # Going back while driving stops too.
+    g.set_twist(101.0, 1.0)
+    assert g.command(101.02, 0.0, 0.0).state == DRIVING
+    assert g.command(50.0, 0.0, 0.0).state == IDLE
+    g.set_twist(50.1, 1.0)
+    assert g.command(50.12, 0.0, 0.0).state == DRIVING
