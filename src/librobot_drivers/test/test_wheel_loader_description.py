@@ -92,8 +92,7 @@ def test_a_plan_may_start_at_a_speed_the_machine_has_not_reached_but_not_at_anot
     assert steps[view.speed_index] == SPEC.drive.speed.upper - SPEC.drive.speed.lower
     assert np.all(np.delete(steps, view.speed_index) == 0.5)
     assert np.all(load_embodiment("so100").first_target_steps(0.5) == 0.5)
-    safety = SafetyFilter(SafetyLimits(view.lower_limits, view.upper_limits, view.velocity_limits,
-                                       view.acceleration_limits, max_step=steps), ramp_in_s=0.0)
+    safety = SafetyFilter(SafetyLimits.for_robot(view, 0.5), ramp_in_s=0.0)
     times = 0.1 * np.arange(1, 11)
     start = np.zeros((10, view.dof))
     start[:, view.speed_index] = 2.0  # drive off at 2 m/s from standstill

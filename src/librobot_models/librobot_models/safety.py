@@ -64,6 +64,14 @@ class SafetyLimits:
                              f"one per joint ({len(self.lower)})")
         object.__setattr__(self, "max_step", np.broadcast_to(step, self.lower.shape).copy())
 
+    @classmethod
+    def for_robot(cls, spec, max_step: float = DEFAULT_MAX_STEP) -> SafetyLimits:
+        """The limits of a robot's joints from its embodiment spec (librobot_drivers' Embodiment,
+        or its commanded() view: lower/upper/velocity/acceleration limits, first_target_steps):
+        `max_step` for every position, a drive's speed channel its whole range."""
+        return cls(spec.lower_limits, spec.upper_limits, spec.velocity_limits, spec.acceleration_limits,
+                   max_step=spec.first_target_steps(max_step))
+
 
 class SafetyFilter:
     def __init__(self, limits: SafetyLimits, ramp_in_s: float = 1.0):

@@ -1,4 +1,5 @@
-"""Evaluation of a checkpoint without ROS: closed loop on the simulated SO-100, or offline on episodes.
+"""Evaluation of a checkpoint without ROS: closed loop on the simulated twin of the checkpoint's
+robot (SO-100, humanoid, wheel loader), or offline on episodes.
 
     python -m librobot_training.evaluate --checkpoint runs/act_so100 --episodes 20
 
@@ -35,7 +36,7 @@ from librobot_drivers.robots import make_robot
 from librobot_drivers.trajectory import GroupFollowers, chunk_velocities
 from librobot_models.execution import MODES, make_executor
 from librobot_models.policy import Policy
-from librobot_models.safety import DEFAULT_MAX_STEP, SafetyFilter, SafetyLimits, UnsafeCommand
+from librobot_models.safety import SafetyFilter, SafetyLimits, UnsafeCommand
 from librobot_training.datasets import open_source
 
 
@@ -90,8 +91,7 @@ def rollout(
     spec = sim.view
     follower = GroupFollowers.for_embodiment(spec, sim.policy_state())
     executor = make_executor(execution, period)
-    safety = SafetyFilter(SafetyLimits(spec.lower_limits, spec.upper_limits, spec.velocity_limits,
-                                       spec.acceleration_limits, max_step=spec.first_target_steps(DEFAULT_MAX_STEP)))
+    safety = SafetyFilter(SafetyLimits.for_robot(spec))
     refused = 0
     inference_ms, frames, commands = [], [], []
     pending = None  # (chunk, observation time, arrival time) of the chunk being "computed"
@@ -232,7 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=20, help="episodes (default 20)")
     parser.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
     parser.add_argument("--time-limit", type=float, default=None,
-                        help="seconds per episode (default: the twin's, 15 s for the SO-100, 20 s for the humanoid)")
+                        help="seconds per episode (default: the twin's, 15 s for the SO-100, 20 s for the humanoid, "
+                             "40 s for the wheel loader)")
     parser.add_argument("--replan-steps", type=int, default=4, help="control periods per inference (default 4)")
     parser.add_argument("--latency-ms", default="0",
                         help="delay from observation to chunk while the simulation runs on: "
