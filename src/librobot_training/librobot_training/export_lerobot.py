@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -268,6 +269,21 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+@contextmanager
+def _scheduling_kept():
+    """SVT-AV1, run as root, switches the process to real-time scheduling (SCHED_FIFO 99) and
+    leaves it so: whatever the process runs or starts afterwards inherits it (a test suite's ROS
+    nodes: one busy DDS thread then starved the 2-core machine and the suite hung). The caller's
+    scheduling is restored."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
+
+
+@_scheduling_kept()
 def export(
     source: EpisodeSource,
     output: str | Path,

@@ -2,6 +2,7 @@
 the data files, the episode index, the tasks, the statistics, and the decoded video frames."""
 
 import json
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -63,9 +64,12 @@ def _decode(path):
 @pytest.mark.parametrize("vcodec, codec_name", [("libsvtav1", "av1"), ("h264", "h264")])
 def test_export_reads_back_with_pyarrow_and_pyav(episodes_dir, tmp_path, capsys, vcodec, codec_name):
     out = tmp_path / "lerobot"
+    scheduling = os.sched_getscheduler(0), os.sched_getparam(0)
     assert main(["--dataset", str(episodes_dir), "--output", str(out), "--repo-id", "me/so100_sim",
                  "--vcodec", vcodec, "--no-progress"]) == 0
     assert "exported 3 episodes, 37 frames, 2 tasks" in capsys.readouterr().out
+    # the encoder (SVT-AV1 run as root) must not leave the process on real-time scheduling
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == scheduling
     source = _episodes(episodes_dir)
     lengths = [len(e["state"]) for e in source]
 
