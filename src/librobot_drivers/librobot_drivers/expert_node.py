@@ -1,7 +1,8 @@
 """Scripted expert for a simulated robot, driving it through the real ROS graph.
 
 At each episode START it plans from the object position the simulator publishes (a privileged
-input, like motion capture) and the measured joints, then streams the plan (the policy's view:
+input, like motion capture) and the measured joints (a plan's free choices, where it has some,
+drawn from the episode's seed: a recording is reproducible), then streams the plan (the policy's view:
 commanded joints, a drive's ground speed) to the commanded joint groups' topics as short chunks,
 one message per group with the same stamp, the way a teleoperator or policy would.
 
@@ -29,7 +30,8 @@ class ExpertNode(Node):
     def __init__(self, **kwargs):
         super().__init__("expert", **kwargs)
         self.spec = load_embodiment(self.declare_parameter("embodiment", "so100").value)
-        publish_rate = self.declare_parameter("publish_rate_hz", 5.0).value
+        # 10 Hz: a wheel loader's deadman (0.25 s) outlasts two late messages
+        publish_rate = self.declare_parameter("publish_rate_hz", 10.0).value
         self.horizon_points = self.declare_parameter("horizon_points", 10).value
         self.point_period = self.declare_parameter("point_period_s", self.spec.control_period).value
 
@@ -38,6 +40,7 @@ class ExpertNode(Node):
         self._plan: Expert | None = None
         self._plan_start_ns = 0
         self._episode_start_ns = 0
+        self._episode_seed = 0
         self._waiting_for_plan = False
         self._pubs = {g.name: self.create_publisher(JointTrajectory, g.command_topic, 10)
                       for g in self.spec.commanded_groups}
@@ -60,13 +63,15 @@ class ExpertNode(Node):
             # The cube moved with the reset: plan once a position newer than the event arrives.
             self._plan, self._object, self._waiting_for_plan = None, None, True
             self._episode_start_ns = messages.to_nanoseconds(msg.header.stamp)
+            self._episode_seed = msg.seed
         else:
             self._plan, self._waiting_for_plan = None, False
 
     def _on_tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         if self._waiting_for_plan and self._object is not None and self._joints is not None:
-            self._plan = make_expert(self.spec, self._object, self._joints)
+            self._plan = make_expert(self.spec, self._object, self._joints,
+                                     rng=np.random.default_rng(self._episode_seed))
             # the plan starts once it exists: planning takes a while (the humanoid's IK, ~0.2 s
             # on an idle CPU, seconds on a busy one), and the robot must not skip its beginning
             now_ns = self.get_clock().now().nanoseconds

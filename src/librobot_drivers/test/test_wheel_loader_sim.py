@@ -10,6 +10,7 @@ from librobot_drivers.articulated import body_yaw_rates
 from librobot_drivers.embodiment import load_embodiment
 from librobot_drivers.kinematics import UrdfKinematics
 from librobot_drivers.sim.experts import make_expert, rollout
+from librobot_drivers.sim.wheel_loader_expert import REVERSE_VARIATION, WheelLoaderExpert
 from librobot_drivers.sim.wheel_loader_sim import HOPPER_CENTER_XY, HOPPER_XY_RANGE, WheelLoaderSim, robot_description
 
 SPEC = load_embodiment("wheel_loader")
@@ -113,3 +114,31 @@ def test_the_expert_fills_the_bucket_and_dumps_it_into_the_hopper(sim):
     assert samples[:, 1].min() < -1.0 and samples[:, 1].max() > 1.0  # it reverses and drives
     assert rollout(sim, expert, settle=2.0)
     assert sim.stones_in_hopper() >= 12
+
+
+class _Extreme:
+    """An rng whose every draw is the low or the high end of its range, in the given order."""
+
+    def __init__(self, *high: bool):
+        self.high = list(high)
+
+    def uniform(self, low: float, high: float) -> float:
+        return high if self.high.pop(0) else low
+
+
+def test_demonstrations_vary_the_y_turn_and_the_expert_still_solves_its_extremes(sim):
+    sim.reset(1)
+    args = (SPEC, sim.object_pose()[:3], sim.read_joints().position)
+    nominal = make_expert(*args)
+    drawn = [make_expert(*args, rng=np.random.default_rng(seed)) for seed in range(20)]
+    again = make_expert(*args, rng=np.random.default_rng(5))
+    assert np.allclose(again.positions_at(12.0), drawn[5].positions_at(12.0))  # reproducible from the seed
+    turns = np.array([(e.reverse_articulation, e.reverse_distance) for e in drawn])
+    variation = np.array(REVERSE_VARIATION)
+    assert np.all(np.abs(turns - [nominal.reverse_articulation, nominal.reverse_distance]) <= variation)
+    assert np.all(np.ptp(turns, axis=0) > variation)  # spread over most of the range
+    assert len({round(e.duration, 2) for e in drawn}) > 10
+    # the hardest corner seen offline: the gentlest, shortest turn (the machine comes round least)
+    hardest = WheelLoaderExpert(*args, rng=_Extreme(True, False))
+    assert hardest.reverse_distance == pytest.approx(nominal.reverse_distance - variation[1])
+    assert rollout(sim, hardest, settle=2.0)

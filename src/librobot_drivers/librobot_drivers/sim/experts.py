@@ -30,14 +30,22 @@ class Expert(Protocol):
     def positions_at(self, t: float) -> np.ndarray: ...
 
 
-def make_expert(spec: Embodiment, object_position: np.ndarray, start_positions: np.ndarray) -> Expert:
-    """The scripted expert of `spec`'s robot, planned for one episode."""
+# experts whose plan has free choices that demonstrations should vary (see make_expert's rng)
+VARIED = {"wheel_loader"}
+
+
+def make_expert(spec: Embodiment, object_position: np.ndarray, start_positions: np.ndarray,
+                rng: np.random.Generator | None = None) -> Expert:
+    """The scripted expert of `spec`'s robot, planned for one episode. `rng` draws the plan's free
+    choices where it has some (VARIED: the wheel loader's Y-turn); None, or another robot: the
+    nominal plan."""
     try:
         module, name = EXPERTS[spec.name]
     except KeyError:
         raise ValueError(f"no scripted expert for embodiment {spec.name!r}; "
                          f"experts exist for {sorted(EXPERTS)}") from None
-    return getattr(importlib.import_module(module), name)(spec, object_position, start_positions)
+    options = {"rng": rng} if rng is not None and spec.name in VARIED else {}
+    return getattr(importlib.import_module(module), name)(spec, object_position, start_positions, **options)
 
 
 
