@@ -26,7 +26,7 @@ lint: setup  ## hadolint on the Dockerfile, shellcheck on the scripts (linters f
 test: setup setup-full-ros lint  ## set up if needed, lint, then run every package's tests and the integration tests
 	@$(ENV) && python -m pytest $(PYTEST_ARGS)
 
-demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 (ROBOT=humanoid: the humanoid) through ROS
+demo: setup  ## set up if needed, then run the shipped ACT policy on the simulated SO-100 (ROBOT=humanoid, ROBOT=wheel_loader: those robots) through ROS
 	@$(ENV) && python -m librobot_bringup.demo --robot $(ROBOT) --checkpoint $(CHECKPOINT) --episodes $(EPISODES)
 
 pipeline: setup  ## record -> convert -> train -> evaluate from scratch (about 30 min on 2 cores)

@@ -80,12 +80,12 @@ def test_cmd_vel_drives_through_the_velocity_controller_and_the_deadman_stops_th
         assert stopped_after(last), system.log()[-3000:]
 
 
-def test_the_twin_is_the_graphs_clock_and_runs_an_episode_under_the_policy(
-        cli, observer, tmp_path, tiny_wheel_loader_checkpoint):
-    """The default mode: the MuJoCo twin is the machine and the graph's clock (sim_clock); the
-    policy, the drive node and robot_state_publisher run on its /clock; an episode starts, the
-    policy's chunks are stamped in simulated time and the drive node turns them into wheel speeds,
-    and the episode ends."""
+def test_the_twin_is_the_graphs_clock_and_the_shipped_policy_fills_the_hopper(cli, observer, tmp_path):
+    """The default launch: the MuJoCo twin is the machine and the graph's clock (sim_clock); the
+    shipped policy, the drive node and robot_state_publisher run on its /clock; an episode
+    starts, the policy's chunks are stamped in simulated time and the drive node turns them into
+    wheel speeds, and the episode ends. The policy solves most seeds (20/20 in evaluate), not
+    each: up to three episodes, one must be a success."""
     from librobot_msgs.msg import ActionChunk, EpisodeEvent
     from rosgraph_msgs.msg import Clock
     from trajectory_msgs.msg import JointTrajectory
@@ -97,14 +97,14 @@ def test_the_twin_is_the_graphs_clock_and_runs_an_episode_under_the_policy(
     observer.create_subscription(EpisodeEvent, "/episode_events", events.append, EPISODE_EVENTS)
     observer.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
     observer.create_subscription(JointTrajectory, "/drive/joint_trajectory", wheels.append, 10)
-    ended = lambda: any(e.event == EpisodeEvent.END for e in events)
-    with cli.launch(tmp_path / "launch.log", "episodes:=1", f"checkpoint:={tiny_wheel_loader_checkpoint}",
-                    launch_file="wheel_loader.launch.py") as system:
+    ends = lambda: [e for e in events if e.event == EpisodeEvent.END]
+    done = lambda: any(e.success for e in ends()) or len(ends()) == 3
+    with cli.launch(tmp_path / "launch.log", "episodes:=3", launch_file="wheel_loader.launch.py") as system:
         system.wait_for_log(r"\[policy\]: active: commanding", timeout_s=120)
         # an episode lasts at most 40 s of the twin's time; 2 cores shared by the whole graph
-        assert observer.spin_until(ended, 180), system.log()[-3000:]
-        assert [e.event for e in events] == [EpisodeEvent.START, EpisodeEvent.END]
-        started, ended_at = (e.header.stamp.sec + e.header.stamp.nanosec * 1e-9 for e in events)
+        assert observer.spin_until(done, 540), system.log()[-3000:]
+        assert [e.event for e in events[:2]] == [EpisodeEvent.START, EpisodeEvent.END]
+        started, ended_at = (e.header.stamp.sec + e.header.stamp.nanosec * 1e-9 for e in events[:2])
         assert 0 < ended_at - started <= 40.5
         # /clock: the twin's time (it starts at the wall's), one 20 ms servo period a tick (the
         # observer may miss a message: whole periods apart)
@@ -120,3 +120,6 @@ def test_the_twin_is_the_graphs_clock_and_runs_an_episode_under_the_policy(
         assert len(inside) > 20 and np.allclose(periods(inside), np.round(periods(inside)), atol=1e-4)
         assert wheels and all(len(w.points[0].velocities) == len(SPEC.drive.wheels) for w in wheels)
         assert "Traceback" not in system.log()
+        assert any(e.success for e in ends()), (
+            f"the shipped policy solved none of {len(ends())} episodes (seeds "
+            f"{[e.seed for e in ends()]}):\n{system.log()[-3000:]}")

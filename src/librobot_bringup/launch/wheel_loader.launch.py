@@ -2,10 +2,10 @@
 
 robot.launch.py with robot:=wheel_loader; every argument of it passes through (use_sim,
 use_ros2_control, use_mock_hardware, checkpoint, models, policy_endpoint, episodes, rviz:
-`ros2 launch librobot_bringup wheel_loader.launch.py --show-args`). No checkpoint is shipped
-for it (the policies trained so far solve 2/20 episodes), so give one: `checkpoint:=<dir>` (or `policy_endpoint:=`). By default the MuJoCo twin
-in its yard (a bay of material, a hopper) is the machine and the graph's clock (/clock, the other
-nodes on use_sim_time); use_sim:=false runs on mock hardware. Both are tested
+`ros2 launch librobot_bringup wheel_loader.launch.py --show-args`). The policy is the shipped
+checkpoints/act_wheel_loader unless `checkpoint:=<dir>` (or `policy_endpoint:=`) says otherwise.
+By default the MuJoCo twin in its yard (a bay of material, a hopper) is the machine and the
+graph's clock (/clock, the other nodes on use_sim_time); use_sim:=false runs on mock hardware. Both are tested
 (tests/integration/test_wheel_loader_launch.py). Beside the policy it starts the drive node, the
 deadman in front of the wheels: without a fresh command within 0.25 s the wheels stop and the
 implements hold; /cmd_vel drives by hand.

@@ -86,8 +86,7 @@ def test_files_robot_launch_finds_for_each_robot_exist(robot, camera):
     for name in (f"config/{robot}_policy.yaml", f"config/{robot}_sim.yaml", f"config/{robot}.rviz",
                  f"launch/{robot}.launch.py"):
         assert (BRINGUP / name).is_file(), name
-    if robot != "wheel_loader":  # no policy trained for it yet: its launch needs checkpoint:=
-        assert (BRINGUP / f"checkpoints/act_{robot}/config.json").is_file()
+    assert (BRINGUP / f"checkpoints/act_{robot}/config.json").is_file()  # the launch's default policy
     assert f'launch_arguments={{"robot": "{robot}"}}' in (BRINGUP / "launch" / f"{robot}.launch.py").read_text()
     rviz = yaml.safe_load((BRINGUP / "config" / f"{robot}.rviz").read_text())
     topics = [d.get("Topic", {}).get("Value") for d in rviz["Visualization Manager"]["Displays"]]

@@ -80,20 +80,20 @@ class ObservationBuffer:
             reason = err.args[0] if err.args else repr(err)
             raise ObservationNotReady(f"invalid {key}: {reason}") from None
 
+    def check(self, now_ns: int, max_age_s: float) -> None:
+        """ObservationNotReady naming what is missing or stale, as `snapshot` would (nothing is
+        decoded or marked used)."""
+        with self._lock:
+            parts = {key: (slot.message, slot.stamp_ns) for key, slot in self._slots.items()}
+        self._check(parts, now_ns, max_age_s)
+
     def snapshot(self, now_ns: int, max_age_s: float) -> Snapshot:
         """The newest complete observation, or ObservationNotReady naming what is missing/stale."""
         with self._lock:
             parts = {key: (slot.message, slot.stamp_ns) for key, slot in self._slots.items()}
             for slot in self._slots.values():
                 slot.used = True
-        missing = [key for key, (message, _) in parts.items() if message is None]
-        if missing:
-            raise ObservationNotReady(f"waiting for {', '.join(missing)}")
-        max_age_ns = int(max_age_s * 1e9)
-        stale = {k: (now_ns - s) * 1e-6 for k, (_, s) in parts.items() if now_ns - s > max_age_ns}
-        if stale:
-            ages = ", ".join(f"{k} {age:.0f} ms" for k, age in stale.items())
-            raise ObservationNotReady(f"stale input (max age {max_age_s * 1e3:.0f} ms): {ages}")
+        self._check(parts, now_ns, max_age_s)
         images = {cam: self._decode(self._decode_image, cam, parts[cam][0]) for cam in self.cameras}
         state = np.asarray(self._decode(self._decode_state, "state", parts["state"][0]), np.float32)
         # The frames fix what the model saw; the dataset pairs each sample time with the latest
@@ -104,3 +104,14 @@ class ObservationBuffer:
             stamp_ns=max(frame_stamps),
             oldest_stamp_ns=min(s for _, s in parts.values()),
         )
+
+    @staticmethod
+    def _check(parts: dict, now_ns: int, max_age_s: float) -> None:
+        missing = [key for key, (message, _) in parts.items() if message is None]
+        if missing:
+            raise ObservationNotReady(f"waiting for {', '.join(missing)}")
+        max_age_ns = int(max_age_s * 1e9)
+        stale = {k: (now_ns - s) * 1e-6 for k, (_, s) in parts.items() if now_ns - s > max_age_ns}
+        if stale:
+            ages = ", ".join(f"{k} {age:.0f} ms" for k, age in stale.items())
+            raise ObservationNotReady(f"stale input (max age {max_age_s * 1e3:.0f} ms): {ages}")

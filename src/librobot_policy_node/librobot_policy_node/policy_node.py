@@ -14,6 +14,9 @@ observation is as old as its transport and the model, not that plus up to a tick
 
 Each plan goes to the joint_trajectory_controller as a JointTrajectory (stamped now, one point
 per control period, velocities for cubic interpolation, ending at rest) and to ~/action_chunk.
+A vehicle's wheel trajectory goes to its drive node, whose deadman wants a command more often
+than a plan may come: between two inferences the node sends it again every period, while its
+inputs are fresh.
 Without a fresh, complete observation, or when the safety layer refuses a plan, the node sends
 one hold. It is a lifecycle node (configure loads, activate commands, deactivate holds;
 `autostart` does both at start-up); ~/estop (std_msgs/Bool topic, std_srvs/Trigger service)
@@ -240,6 +243,7 @@ class PolicyNode(LifecycleNode):
         # Made on the first activation, after the model loaded: a simulated driver waits for a
         # publisher on its command topic before it starts the first episode.
         self._trajectory_pubs = None  # group -> its controller's trajectory topic, once active
+        self._drive_command: JointTrajectory | None = None  # a vehicle's newest wheel trajectory
         self.create_timer(1.0, self._publish_status)
         self._worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._worker.start()
@@ -497,8 +501,7 @@ class PolicyNode(LifecycleNode):
 
     # -- safety ----------------------------------------------------------------------------------
     def _limits(self, max_step: float) -> SafetyLimits:
-        return SafetyLimits(self.spec.lower_limits, self.spec.upper_limits, self.spec.velocity_limits,
-                            self.spec.acceleration_limits, max_step=self.spec.first_target_steps(max_step))
+        return SafetyLimits.for_robot(self.spec, max_step)
 
     def _estop(self, reason: str) -> None:
         if not self.safety.estopped:
@@ -635,15 +638,14 @@ class PolicyNode(LifecycleNode):
             self._ticks_to_inference -= 1
             if self.policy.observation_history > 1:
                 self._observe()
+            self._renew_drive_command()
             return
         now_ns = self.get_clock().now().nanoseconds
         try:
             snapshot = self._buffer.snapshot(now_ns, self.max_age_s)
         except ObservationNotReady as why:
-            self._hold(now_ns)
-            self._executor.reset()  # the arm stopped: the next chunk starts from where it is
-            self._set_state(PolicyStatus.STATE_HOLDING if self._sequence else
-                            PolicyStatus.STATE_WAITING, str(why))
+            state = PolicyStatus.STATE_HOLDING if self._sequence else PolicyStatus.STATE_WAITING
+            self._hold_and_report(now_ns, state, str(why))
             return
         started = time.perf_counter()
         try:
@@ -657,9 +659,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
             return
         except PolicyUnavailable as err:  # the policy server is gone or slow: hold, try again next tick
-            self._hold(self.get_clock().now().nanoseconds)
-            self._executor.reset()  # the arm stopped: the next chunk starts from where it is
-            self._set_state(PolicyStatus.STATE_HOLDING, f"{err}; holding, retrying")
+            self._hold_and_report(self.get_clock().now().nanoseconds, PolicyStatus.STATE_HOLDING,
+                                  f"{err}; holding, retrying")
             self.get_logger().error(self._message, throttle_duration_sec=2.0)
             return
         latency_ms = (time.perf_counter() - started) * 1e3
@@ -726,6 +727,31 @@ class PolicyNode(LifecycleNode):
             self._holding = True
         self.get_logger().warn("holding the arm where it is", throttle_duration_sec=2.0)
 
+    def _hold_and_report(self, now_ns: int, state: int, message: str) -> None:
+        """Hold the robot (see _hold) and report why; the next chunk starts from where it stopped,
+        not from the plan it was following."""
+        self._hold(now_ns)
+        self._executor.reset()
+        self._set_state(state, message)
+
+    def _renew_drive_command(self) -> None:
+        """A vehicle's drive node stops the wheels without a fresh command within its deadman
+        (0.25 s for the wheel loader), which can be shorter than `replan_steps` periods: between
+        two inferences the wheel trajectory being driven is sent again every period, as long as
+        this thread ticks and the inputs are fresh (stale or missing ones hold, as they would at
+        an inference). A hung model, a dead node or lost sensors still trip the deadman."""
+        if self.spec.drive is None or self._last_chunk is None or self._holding or self.dry_run:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        try:
+            self._buffer.check(now_ns, self.max_age_s)
+        except ObservationNotReady as why:
+            self._hold_and_report(now_ns, PolicyStatus.STATE_HOLDING, str(why))
+            return
+        with self._command_lock:  # a hold or an e-stop may have come meanwhile
+            if not (self._holding or self.safety.estopped or self._last_chunk is None):
+                self._trajectory_pubs[self.spec.drive.group].publish(self._drive_command)
+
     def _publish_trajectory(self, start_ns: int, time_from_start: np.ndarray, positions: np.ndarray,
                             velocities: np.ndarray | None) -> None:
         """One JointTrajectory per commanded group's controller, all with the same stamp (the
@@ -733,6 +759,8 @@ class PolicyNode(LifecycleNode):
         for group, msg in messages.group_trajectory_msgs(self.spec, start_ns, time_from_start,
                                                          positions, velocities):
             self._trajectory_pubs[group.name].publish(msg)
+            if self.spec.drive is not None and group.name == self.spec.drive.group:
+                self._drive_command = msg  # the last chunk's (a hold's is never sent again)
 
     @staticmethod
     def _with_time(snapshot) -> dict:

@@ -450,51 +450,73 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
         robot.destroy_node()
 
 
+class _LoaderGraph:
+    """A wheel loader policy node and the real drive node, fed by a fake machine (joint states
+    with the wheels rolling at 1.2 m/s, the cab camera) at the camera's rate."""
+
+    def __init__(self, ros_context, checkpoint, replan_steps: int):
+        from std_msgs.msg import Float64MultiArray
+
+        from librobot_drivers.drive_node import DriveNode
+
+        self.spec = spec = load_embodiment("wheel_loader")
+        self.policy = PolicyNode(context=ros_context, parameter_overrides=[
+            Parameter("embodiment", value="wheel_loader"), Parameter("checkpoint", value=str(checkpoint)),
+            Parameter("replan_steps", value=replan_steps), Parameter("max_step", value=10.0)])
+        self.drive_node = DriveNode(context=ros_context)
+        self.robot = robot = Node("fake_loader", context=ros_context)
+        self._joints = robot.create_publisher(JointState, "/joint_states", 10)
+        self._camera = robot.create_publisher(Image, "/camera/cab/image_raw", 10)
+        self.implements, self.wheel_plans, self.wheels, self.chunks = [], [], [], []
+        robot.create_subscription(JointTrajectory, "/hydraulics_controller/joint_trajectory",
+                                  self.implements.append, 10)
+        robot.create_subscription(JointTrajectory, spec.drive.trajectory_topic,
+                                  lambda m: self.wheel_plans.append((time.monotonic(), m)), 10)
+        robot.create_subscription(Float64MultiArray, "/wheels_controller/commands",
+                                  lambda m: self.wheels.append((time.monotonic(), np.array(m.data))), 100)
+        robot.create_subscription(ActionChunk, "/policy/action_chunk", self.chunks.append, 10)
+        self.executor = SingleThreadedExecutor(context=ros_context)
+        for node in (self.policy, self.drive_node, robot):
+            self.executor.add_node(node)
+        self._last = -1.0
+        self.camera_on = True
+
+    def feed(self) -> None:
+        if time.monotonic() - self._last < CAMERA_PERIOD_S:
+            return
+        self._last = time.monotonic()
+        rolling = 1.2 / self.spec.drive.geometry.wheel_radius  # rad/s: the wheels measure 1.2 m/s
+        stamp = messages.time_from_ns(self.robot.get_clock().now().nanoseconds)
+        state = JointState(name=self.spec.joint_names, position=[0.1, 0, 0, 0, 0, -0.2, 0.3],
+                           velocity=[0.0, rolling, rolling, rolling, rolling, 0.0, 0.0])
+        state.header.stamp = stamp
+        self._joints.publish(state)
+        if self.camera_on:
+            self._camera.publish(messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "cab_camera"))
+
+    def driving(self) -> bool:
+        self.feed()
+        return len(self.chunks) >= 3 and any(w.any() for _, w in self.wheels)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        for node in (self.policy, self.drive_node, self.robot):
+            node.destroy_node()
+
+
 def test_a_vehicle_gets_implement_trajectories_and_wheel_speeds_and_a_stalled_policy_stops_it(
         ros_context, spin, tiny_wheel_loader_checkpoint):
     """The wheel loader: the policy's state holds the ground speed measured by the wheels; each
     chunk goes to the hydraulics' trajectory controller (positions) and, as wheel speeds, to the
     drive node, which drives the wheels' velocity controller. A policy that stalls mid-drive
     sends nothing more: the drive node's deadman stops the wheels and holds the implements."""
-    from std_msgs.msg import Float64MultiArray
-
     from librobot_drivers.articulated import ground_speed
-    from librobot_drivers.drive_node import DriveNode
 
-    spec = load_embodiment("wheel_loader")
+    graph = _LoaderGraph(ros_context, tiny_wheel_loader_checkpoint, replan_steps=1)
+    spec, policy, executor = graph.spec, graph.policy, graph.executor
     view, drive = spec.commanded(), spec.drive
-    policy = PolicyNode(context=ros_context, parameter_overrides=[
-        Parameter("embodiment", value="wheel_loader"), Parameter("checkpoint", value=str(tiny_wheel_loader_checkpoint)),
-        Parameter("replan_steps", value=1), Parameter("max_step", value=10.0)])
-    drive_node = DriveNode(context=ros_context)
-    robot = Node("fake_loader", context=ros_context)
-    joints = robot.create_publisher(JointState, "/joint_states", 10)
-    camera = robot.create_publisher(Image, "/camera/cab/image_raw", 10)
-    implements, wheel_plans, wheels, chunks = [], [], [], []
-    robot.create_subscription(JointTrajectory, "/hydraulics_controller/joint_trajectory", implements.append, 10)
-    robot.create_subscription(JointTrajectory, drive.trajectory_topic, wheel_plans.append, 10)
-    robot.create_subscription(Float64MultiArray, "/wheels_controller/commands",
-                              lambda m: wheels.append((time.monotonic(), np.array(m.data))), 100)
-    robot.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
-    executor = SingleThreadedExecutor(context=ros_context)
-    for node in (policy, drive_node, robot):
-        executor.add_node(node)
-    last = [-1.0]
-    rolling = 1.2 / drive.geometry.wheel_radius  # rad/s: the wheels measure 1.2 m/s
-
-    def feed():
-        if time.monotonic() - last[0] >= CAMERA_PERIOD_S:
-            last[0] = time.monotonic()
-            stamp = messages.time_from_ns(robot.get_clock().now().nanoseconds)
-            state = JointState(name=spec.joint_names, position=[0.1, 0, 0, 0, 0, -0.2, 0.3],
-                               velocity=[0.0, rolling, rolling, rolling, rolling, 0.0, 0.0])
-            state.header.stamp = stamp
-            joints.publish(state)
-            camera.publish(messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "cab_camera"))
-
-    def driving():
-        feed()
-        return len(chunks) >= 3 and any(w.any() for _, w in wheels)
+    implements, wheels, chunks = graph.implements, graph.wheels, graph.chunks
+    feed, driving = graph.feed, graph.driving
 
     try:
         assert spin(executor, driving, timeout_s=30.0), policy._message
@@ -504,7 +526,7 @@ def test_a_vehicle_gets_implement_trajectories_and_wheel_speeds_and_a_stalled_po
         implement = next(t for t in reversed(implements) if t.header.stamp == chunk.trajectory.header.stamp)
         assert list(implement.joint_names) == ["articulation_joint", "boom_joint", "bucket_joint"]
         assert np.allclose([p.positions for p in implement.points], planned[:, [0, 2, 3]])
-        plan = next(t for t in reversed(wheel_plans) if t.header.stamp == chunk.trajectory.header.stamp)
+        plan = next(m for _, m in reversed(graph.wheel_plans) if m.header.stamp == chunk.trajectory.header.stamp)
         assert list(plan.joint_names) == list(drive.wheels)
         speeds = ground_speed(drive.geometry, np.array([p.velocities for p in plan.points]))
         assert np.allclose(speeds, planned[:, 1])
@@ -523,6 +545,36 @@ def test_a_vehicle_gets_implement_trajectories_and_wheel_speeds_and_a_stalled_po
         assert late and all(not w.any() for w in late), late[:3]
         assert implements, "the implements were not held"
     finally:
-        executor.shutdown()
-        for node in (policy, drive_node, robot):
-            node.destroy_node()
+        graph.close()
+
+
+def test_between_chunks_a_vehicle_gets_its_wheel_trajectory_every_period_while_the_inputs_are_fresh(
+        ros_context, spin, tiny_wheel_loader_checkpoint):
+    """Planning every 4 periods (0.4 s) outlasts the drive node's deadman (0.25 s): the node
+    sends the wheel trajectory being driven again every period in between, and the wheels keep
+    turning. When the camera goes silent the renewals stop (a hold) and the wheels stop."""
+    graph = _LoaderGraph(ros_context, tiny_wheel_loader_checkpoint, replan_steps=4)
+    drive = graph.spec.drive
+    try:
+        assert spin(graph.executor, graph.driving, timeout_s=30.0), graph.policy._message
+        since = time.monotonic()
+        spin(graph.executor, lambda: (graph.feed(), False)[1], timeout_s=2.0)
+        plans = [(t, m) for t, m in graph.wheel_plans if t > since]
+        chunk_stamps = {(c.trajectory.header.stamp.sec, c.trajectory.header.stamp.nanosec) for c in graph.chunks}
+        renewed = [m for _, m in plans if (m.header.stamp.sec, m.header.stamp.nanosec) in chunk_stamps]
+        assert len(plans) >= 15, len(plans)  # about one a period (10 Hz) ...
+        assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in renewed}) <= 7  # ... of about 5 chunks
+        assert max(np.diff([t for t, _ in plans])) < drive.command_timeout_s, "a gap the deadman saw"
+        driven = [w for t, w in graph.wheels if t > since + 0.1]
+        assert driven and all(w.any() for w in driven), "the deadman stopped the wheels between chunks"
+
+        graph.camera_on = False  # the camera goes silent: stale inputs
+        silent = time.monotonic()
+        spin(graph.executor, lambda: (graph.feed(), False)[1], timeout_s=1.5)
+        stale_after = silent + graph.policy.max_age_s + 0.15
+        assert not [m for t, m in graph.wheel_plans if t > stale_after and any(
+            any(p.velocities) for p in m.points)], "wheel trajectories went on with stale inputs"
+        late = [w for t, w in graph.wheels if t > stale_after + drive.command_timeout_s]
+        assert late and all(not w.any() for w in late), late[:3]
+    finally:
+        graph.close()
