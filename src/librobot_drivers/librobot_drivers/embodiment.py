@@ -147,7 +147,7 @@ class Embodiment:
     topics: Mapping[str, str]
     groups: tuple[JointGroup, ...]
     action_type: str
-    end_effector_link: str | None = None  # URDF link drawn for predicted chunks (RViz markers)
+    end_effector_links: tuple[str, ...] = ()  # URDF links whose paths are drawn for predicted chunks (RViz)
     drive: ArticulatedDrive | None = None  # an articulated vehicle's wheels (velocity group)
     _alias_to_name: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
@@ -440,11 +440,25 @@ def embodiment_from_dict(data: Mapping) -> Embodiment:
             topics=dict(data.get("topics", {})),
             groups=tuple(groups),
             action_type=data["action"]["type"],
-            end_effector_link=data.get("end_effector_link"),
+            end_effector_links=_end_effector_links(data),
             drive=drive,
         )
     except KeyError as err:
         raise ValueError(f"embodiment spec is missing the field {err.args[0]!r}") from None
+
+
+def _end_effector_links(data: Mapping) -> tuple[str, ...]:
+    """`end_effector_links: [a, b]` (a bimanual robot draws both hands), or the single link of
+    `end_effector_link: a`."""
+    if "end_effector_link" in data and "end_effector_links" in data:
+        raise ValueError("give end_effector_links or end_effector_link, not both")
+    links = data.get("end_effector_links", data.get("end_effector_link"))
+    if links is None:
+        return ()
+    links = [links] if isinstance(links, str) else links
+    if not isinstance(links, list) or not all(isinstance(link, str) and link for link in links):
+        raise ValueError(f"end_effector_links must be a list of URDF link names, got {links!r}")
+    return tuple(links)
 
 
 def _drive_from_dict(data: Mapping, canonical: Mapping[str, str]) -> ArticulatedDrive:

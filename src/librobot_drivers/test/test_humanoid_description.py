@@ -74,6 +74,18 @@ def test_groups_that_miss_or_repeat_a_joint_or_command_nothing_are_refused():
         embodiment_from_dict(broken)
 
 
+
+def test_end_effectors_are_a_list_or_the_one_link_of_the_older_key():
+    data = yaml.safe_load(share_path("config", "embodiments", "humanoid.yaml").read_text())
+    assert embodiment_from_dict(data).end_effector_links == ("left_tcp_link", "right_tcp_link")
+    one = {k: v for k, v in data.items() if k != "end_effector_links"}
+    assert embodiment_from_dict(dict(one, end_effector_link="right_tcp_link")).end_effector_links == ("right_tcp_link",)
+    assert embodiment_from_dict(one).end_effector_links == ()  # no markers
+    with pytest.raises(ValueError, match="not both"):
+        embodiment_from_dict(dict(data, end_effector_link="right_tcp_link"))
+    with pytest.raises(ValueError, match="list of URDF link names, got \\[3\\]"):
+        embodiment_from_dict(dict(data, end_effector_links=[3]))
+
 # -- URDF, ros2_control and controllers agree with the spec --------------------------------------
 def test_urdf_joints_match_the_embodiment_spec(urdf, spec):
     moving = [j for j in urdf.findall("joint") if j.get("type") != "fixed" and j.find("mimic") is None]
@@ -93,7 +105,7 @@ def test_urdf_has_a_frame_for_every_camera_and_hand(urdf, spec):
     links = {link.get("name") for link in urdf.findall("link")}
     for camera in spec.cameras:
         assert {f"{camera.name}_camera_link", f"{camera.name}_camera_optical_frame"} <= links
-    assert {"left_tcp_link", "right_tcp_link", spec.end_effector_link} <= links
+    assert set(spec.end_effector_links) == {"left_tcp_link", "right_tcp_link"} and set(spec.end_effector_links) <= links
 
 
 @pytest.mark.parametrize("use_mock_hardware, plugin, hardware_params", [

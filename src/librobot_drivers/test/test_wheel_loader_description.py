@@ -132,7 +132,7 @@ def test_urdf_joints_and_limits_match_the_spec(urdf):
             assert joint.get("type") == "revolute"
             assert [float(limit.get(k)) for k in ("lower", "upper")] == [expected.lower, expected.upper]
     links = {link.get("name") for link in urdf.findall("link")}
-    assert {"base_link", "cab_camera_link", "cab_camera_optical_frame", SPEC.end_effector_link} <= links
+    assert {"base_link", "cab_camera_link", "cab_camera_optical_frame", *SPEC.end_effector_links} <= links
 
 
 def test_the_wheels_sit_where_the_drive_geometry_says(urdf):

@@ -1,9 +1,12 @@
-"""RViz markers of the predicted motion: the end effector's path for the current chunk (green)
-and the previous one (grey), and a status text above the robot."""
+"""RViz markers of the predicted motion: each end effector's path for the current chunk (green)
+and the previous one (grey), one namespace per end effector (`chunk/<link>`), and a status text
+above the robot."""
 
 from __future__ import annotations
 
 import numpy as np
+from collections.abc import Mapping
+
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point
 from visualization_msgs.msg import Marker, MarkerArray
@@ -19,18 +22,21 @@ def _marker(frame: str, stamp: Time, ns: str, marker_id: int, kind: int) -> Mark
     return marker
 
 
-def chunk_markers(frame: str, stamp: Time, path: np.ndarray, previous: np.ndarray | None,
-                  text: str) -> MarkerArray:
-    """path, previous: (N, 3) positions in `frame`; text: the status line."""
+def chunk_markers(frame: str, stamp: Time, paths: Mapping[str, np.ndarray],
+                  previous: Mapping[str, np.ndarray] | None, text: str) -> MarkerArray:
+    """paths, previous: link -> (N, 3) positions in `frame` (id 0 the current chunk's, id 1 the
+    previous one's, in namespace `chunk/<link>`); text: the status line."""
     array = MarkerArray()
-    for marker_id, points, rgba in ((0, path, CURRENT_RGBA), (1, previous, PREVIOUS_RGBA)):
-        if points is None:
-            continue
-        strip = _marker(frame, stamp, "chunk", marker_id, Marker.LINE_STRIP)
-        strip.scale.x = 0.004
-        strip.color.r, strip.color.g, strip.color.b, strip.color.a = rgba
-        strip.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
-        array.markers.append(strip)
+    for link, path in paths.items():
+        before = None if previous is None else previous.get(link)
+        for marker_id, points, rgba in ((0, path, CURRENT_RGBA), (1, before, PREVIOUS_RGBA)):
+            if points is None:
+                continue
+            strip = _marker(frame, stamp, f"chunk/{link}", marker_id, Marker.LINE_STRIP)
+            strip.scale.x = 0.004
+            strip.color.r, strip.color.g, strip.color.b, strip.color.a = rgba
+            strip.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+            array.markers.append(strip)
     status = _marker(frame, stamp, "status", 2, Marker.TEXT_VIEW_FACING)
     status.pose.position.z = 0.35
     status.scale.z = 0.025

@@ -209,12 +209,12 @@ class PolicyNode(LifecycleNode):
         self._chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # RViz: the end effector's path for the current and the previous chunk, and the status,
+        # RViz: each end effector's path for the current and the previous chunk, and the status,
         # once the robot_description (robot_state_publisher, latched) gives the kinematics.
         self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
         self._kinematics: UrdfKinematics | None = None
-        self._previous_path: np.ndarray | None = None
-        if self.spec.end_effector_link:
+        self._previous_paths: dict[str, np.ndarray] | None = None
+        if self.spec.end_effector_links:
             self.create_subscription(String, "/robot_description", self._on_robot_description, LATCHED)
         self.create_subscription(
             JointState, self.spec.topic("joint_states"), self._on_joint_state,
@@ -534,7 +534,8 @@ class PolicyNode(LifecycleNode):
     def _on_robot_description(self, msg: String) -> None:
         try:
             kinematics = UrdfKinematics(msg.data)
-            kinematics.chain(self.spec.end_effector_link)
+            for link in self.spec.end_effector_links:
+                kinematics.chain(link)
         except ValueError as err:
             self.get_logger().error(f"no chunk markers: {err}")
             return
@@ -544,12 +545,13 @@ class PolicyNode(LifecycleNode):
         kinematics = self._kinematics
         if kinematics is None:
             return
-        path = kinematics.link_positions(self.spec.end_effector_link, self.spec.joint_names, chunk.positions)
+        paths = {link: kinematics.link_positions(link, self.spec.joint_names, chunk.positions)
+                 for link in self.spec.end_effector_links}
         text = (f"{self.policy.framework} {self.execution} #{self._sequence} "
                 f"{self._latency.percentile(50):.0f} ms" + (" DRY RUN" if self.dry_run else ""))
         self._markers_pub.publish(chunk_markers(
-            kinematics.root, self.get_clock().now().to_msg(), path, self._previous_path, text))
-        self._previous_path = path
+            kinematics.root, self.get_clock().now().to_msg(), paths, self._previous_paths, text))
+        self._previous_paths = paths
 
     # -- inputs ----------------------------------------------------------------------------------
     def _put(self, key: str, msg) -> None:

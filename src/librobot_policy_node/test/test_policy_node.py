@@ -333,7 +333,7 @@ def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, 
         data = mujoco.MjData(scene)
         checked = 0
         for array, chunk in zip(arrays, h.chunks):  # one marker array after each chunk
-            current = next(m for m in array.markers if m.ns == "chunk" and m.id == 0)
+            current = next(m for m in array.markers if m.ns == "chunk/tcp_link" and m.id == 0)
             assert current.type == Marker.LINE_STRIP and current.header.frame_id == "world"
             trajectory = chunk.trajectory
             assert len(current.points) == len(trajectory.points)
@@ -345,7 +345,7 @@ def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, 
                                            data.site("tcp").xpos, atol=1e-3)
             checked += 1
         assert checked >= 1
-        assert any(m.ns == "chunk" and m.id == 1 for m in arrays[-1].markers)  # the previous chunk
+        assert any(m.ns == "chunk/tcp_link" and m.id == 1 for m in arrays[-1].markers)  # the previous chunk
         assert any(m.type == Marker.TEXT_VIEW_FACING and "act" in m.text for m in arrays[-1].markers)
     finally:
         h.close()
@@ -404,7 +404,15 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
         ros_context, spin, tiny_humanoid_checkpoint):
     """The humanoid: the node reads all 31 joints, feeds the policy the 19 commanded ones and
     publishes each chunk as one JointTrajectory per commanded group's controller, with that
-    group's joints, all stamped alike; the held legs' controller gets nothing."""
+    group's joints, all stamped alike; the held legs' controller gets nothing. RViz gets both
+    hands' paths, where the MuJoCo twin puts the hands for the chunk's joint positions."""
+    import mujoco
+    from std_msgs.msg import String
+    from visualization_msgs.msg import MarkerArray
+
+    from librobot_drivers.ros_common import LATCHED
+    from librobot_drivers.sim.humanoid_sim import HumanoidSim, robot_description
+
     spec = load_embodiment("humanoid")
     policy = PolicyNode(context=ros_context, parameter_overrides=[
         Parameter("embodiment", value="humanoid"), Parameter("checkpoint", value=str(tiny_humanoid_checkpoint)),
@@ -415,8 +423,10 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
     received = {g.name: [] for g in spec.groups}
     for group in spec.groups:
         robot.create_subscription(JointTrajectory, group.command_topic, received[group.name].append, 10)
-    chunks = []
+    chunks, markers = [], []
     robot.create_subscription(ActionChunk, "/policy/action_chunk", chunks.append, 10)
+    robot.create_subscription(MarkerArray, "/policy/markers", markers.append, 10)
+    robot.create_publisher(String, "/robot_description", LATCHED).publish(String(data=robot_description()))
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(policy)
     executor.add_node(robot)
@@ -430,7 +440,8 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
             state.header.stamp = stamp
             joints.publish(state)
             camera.publish(messages.image_msg(np.full((120, 160, 3), 90, np.uint8), stamp, "head_camera"))
-        return len(chunks) >= 2 and all(len(received[g.name]) >= 2 for g in spec.commanded_groups)
+        return (len(chunks) >= 2 and all(len(received[g.name]) >= 2 for g in spec.commanded_groups)
+                and len(markers) >= 2)
 
     try:
         assert spin(executor, feed, timeout_s=30.0), policy._message
@@ -444,6 +455,30 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
             whole = np.array([p.positions for p in chunk.trajectory.points])[:, columns]
             assert np.allclose([p.positions for p in trajectory.points], whole)
             assert [p.time_from_start for p in trajectory.points] == [p.time_from_start for p in chunk.trajectory.points]
+
+        # one marker array after each chunk: the newest one draws one of the chunks received
+        array = markers[-1]
+        paths = {m.ns: m for m in array.markers if m.ns.startswith("chunk/") and m.id == 0}
+        assert set(paths) == {"chunk/left_tcp_link", "chunk/right_tcp_link"}
+        twin = HumanoidSim(spec, render_cameras=())
+        model, data = twin.model, mujoco.MjData(twin.model)
+        matched = 0
+        for chunk in chunks:
+            trajectory = chunk.trajectory
+            if len(trajectory.points) != len(paths["chunk/left_tcp_link"].points):
+                continue
+            expected = {side: [] for side in ("left", "right")}
+            for point in trajectory.points:
+                for name, angle in zip(trajectory.joint_names, point.positions):
+                    data.qpos[model.joint(name).qposadr[0]] = angle
+                mujoco.mj_kinematics(model, data)
+                for side in expected:
+                    expected[side].append(data.body(f"{side}_tcp_link").xpos.copy())
+            if all(np.allclose([[p.x, p.y, p.z] for p in paths[f"chunk/{side}_tcp_link"].points],
+                               expected[side], atol=1e-5) for side in expected):
+                matched += 1
+        assert matched >= 1, "no chunk's hands where the markers draw them"
+        assert paths["chunk/left_tcp_link"].header.frame_id == "world"
     finally:
         executor.shutdown()
         policy.destroy_node()
