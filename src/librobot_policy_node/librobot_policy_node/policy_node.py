@@ -213,6 +213,7 @@ class PolicyNode(LifecycleNode):
         # once the robot_description (robot_state_publisher, latched) gives the kinematics.
         self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
         self._kinematics: UrdfKinematics | None = None
+        self._reach = 0.0  # m, the farthest end effector from the description's root, at zero
         self._previous_paths: dict[str, np.ndarray] | None = None
         if self.spec.end_effector_links:
             self.create_subscription(String, "/robot_description", self._on_robot_description, LATCHED)
@@ -534,11 +535,12 @@ class PolicyNode(LifecycleNode):
     def _on_robot_description(self, msg: String) -> None:
         try:
             kinematics = UrdfKinematics(msg.data)
-            for link in self.spec.end_effector_links:
-                kinematics.chain(link)
+            at_zero = [kinematics.link_positions(link, [], np.zeros((1, 0)))[0]
+                       for link in self.spec.end_effector_links]
         except ValueError as err:
             self.get_logger().error(f"no chunk markers: {err}")
             return
+        self._reach = max(float(np.linalg.norm(p)) for p in at_zero) or 0.3
         self._kinematics = kinematics
 
     def _publish_markers(self, chunk: ScheduledChunk) -> None:
@@ -550,7 +552,7 @@ class PolicyNode(LifecycleNode):
         text = (f"{self.policy.framework} {self.execution} #{self._sequence} "
                 f"{self._latency.percentile(50):.0f} ms" + (" DRY RUN" if self.dry_run else ""))
         self._markers_pub.publish(chunk_markers(
-            kinematics.root, self.get_clock().now().to_msg(), paths, self._previous_paths, text))
+            kinematics.root, self.get_clock().now().to_msg(), paths, self._previous_paths, text, self._reach))
         self._previous_paths = paths
 
     # -- inputs ----------------------------------------------------------------------------------

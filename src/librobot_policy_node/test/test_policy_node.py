@@ -11,9 +11,11 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import Marker
 
 from librobot_drivers import messages
 from librobot_drivers.embodiment import load_embodiment
+from librobot_policy_node.markers import LINE_WIDTH, chunk_markers
 from librobot_policy_node.policy_node import PolicyNode
 
 SPEC = load_embodiment("so100")
@@ -315,7 +317,7 @@ def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, 
     import mujoco
     import xacro
     from std_msgs.msg import String
-    from visualization_msgs.msg import Marker, MarkerArray
+    from visualization_msgs.msg import MarkerArray
 
     from librobot_drivers.resources import share_path
     from librobot_drivers.ros_common import LATCHED
@@ -349,6 +351,23 @@ def test_chunk_markers_trace_the_end_effector_where_mujoco_puts_it(ros_context, 
         assert any(m.type == Marker.TEXT_VIEW_FACING and "act" in m.text for m in arrays[-1].markers)
     finally:
         h.close()
+
+
+def test_markers_scale_with_the_robot_and_the_status_stands_above_it():
+    """An arm's 4 mm lines would vanish on a 7 m wheel loader: sizes follow the robot's reach."""
+    from builtin_interfaces.msg import Time
+
+    arm_path = np.array([[0.3, 0.0, 0.2], [0.32, 0.01, 0.18]])
+    arm = chunk_markers("world", Time(), {"tcp_link": arm_path}, None, "act", reach=0.3)
+    loader_path = np.array([[6.8, 0.0, 1.8], [6.5, 0.3, 4.5]])
+    loader = chunk_markers("base_link", Time(), {"bucket_tip_link": loader_path},
+                           {"bucket_tip_link": loader_path[::-1]}, "act", reach=7.0)
+    assert [m.ns for m in loader.markers] == ["chunk/bucket_tip_link"] * 2 + ["status"]
+    line = lambda array: next(m for m in array.markers if m.type == Marker.LINE_STRIP).scale.x
+    text = lambda array: next(m for m in array.markers if m.type == Marker.TEXT_VIEW_FACING)
+    assert line(arm) == pytest.approx(0.004) and text(arm).scale.z == pytest.approx(0.025)
+    assert line(loader) / line(arm) == pytest.approx(7.0 / 0.3)
+    assert text(loader).pose.position.z > loader_path[:, 2].max()  # above the raised bucket
 
 
 def test_lifecycle_configure_loads_activate_commands_deactivate_holds(ros_context, spin, tiny_checkpoint):
@@ -479,6 +498,9 @@ def test_a_robot_of_several_controllers_gets_one_trajectory_per_commanded_group(
                 matched += 1
         assert matched >= 1, "no chunk's hands where the markers draw them"
         assert paths["chunk/left_tcp_link"].header.frame_id == "world"
+        mujoco.mj_kinematics(model, home := mujoco.MjData(model))  # every joint at zero
+        reach = np.linalg.norm(home.body("left_tcp_link").xpos)  # about 0.95 m: the hands from the floor
+        assert paths["chunk/left_tcp_link"].scale.x == pytest.approx(LINE_WIDTH * reach, rel=1e-6)
     finally:
         executor.shutdown()
         policy.destroy_node()
