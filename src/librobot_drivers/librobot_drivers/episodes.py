@@ -29,7 +29,9 @@ class EpisodeSchedule:
     first_seed: seed of episode 0;
     time_limit_s: an episode ends unsuccessful after this long; success_hold_s: it ends
     successful once the task has been solved continuously this long; pause_s: gap between
-    episodes (the robot holds still)."""
+    episodes (the robot holds still). The first episode starts at the first update: a commander
+    that drove the robot before its reset would start it moving, unlike every later episode and
+    unlike the demonstrations (a wheel loader's policy failed its first episode that way)."""
 
     episodes: int
     first_seed: int = 0
@@ -69,7 +71,7 @@ class EpisodeManager:
         if self._phase_since is None:
             self._phase_since = now
         if self.phase is Phase.IDLE:
-            if now - self._phase_since < self.schedule.pause_s:
+            if self.index >= 0 and now - self._phase_since < self.schedule.pause_s:
                 return None
             self.index += 1
             self.phase, self._phase_since, self._solved_since = Phase.RUNNING, now, None
