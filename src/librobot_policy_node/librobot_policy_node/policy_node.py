@@ -587,10 +587,13 @@ class PolicyNode(LifecycleNode):
         schedule restarts from it: the ticks then fall just after the camera's frames."""
         next_tick = time.monotonic()
         while not self._stop.is_set():
-            if self.inference_trigger == "frame" and self._inference_due():
-                self._await_fresh_frame()
-                next_tick = time.monotonic()
             try:
+                if self.inference_trigger == "frame" and self._inference_due():
+                    # a vehicle's wheels get their command first: a period's tick, this wait and
+                    # the inference together can outlast its drive node's deadman
+                    self._renew_drive_command()
+                    self._await_fresh_frame()
+                    next_tick = time.monotonic()
                 self._on_tick()
             except Exception as err:  # never let the thread die silently: report and hold
                 if not self.context.ok():
@@ -741,10 +744,12 @@ class PolicyNode(LifecycleNode):
     def _renew_drive_command(self) -> None:
         """A vehicle's drive node stops the wheels without a fresh command within its deadman
         (0.25 s for the wheel loader), which can be shorter than `replan_steps` periods: between
-        two inferences the wheel trajectory being driven is sent again every period, as long as
+        two inferences, and before an inference waits for its frame, the wheel trajectory being
+        driven is sent again every period, as long as
         this thread ticks and the inputs are fresh (stale or missing ones hold, as they would at
         an inference). A hung model, a dead node or lost sensors still trip the deadman."""
-        if self.spec.drive is None or self._last_chunk is None or self._holding or self.dry_run:
+        if (self.spec.drive is None or self._last_chunk is None or self._holding or self.dry_run
+                or self._reset_requested):  # the robot was reset: its old plan is void
             return
         now_ns = self.get_clock().now().nanoseconds
         try:

@@ -511,7 +511,7 @@ class _LoaderGraph:
     """A wheel loader policy node and the real drive node, fed by a fake machine (joint states
     with the wheels rolling at 1.2 m/s, the cab camera) at the camera's rate."""
 
-    def __init__(self, ros_context, checkpoint, replan_steps: int):
+    def __init__(self, ros_context, checkpoint, replan_steps: int, camera_period_s: float = CAMERA_PERIOD_S):
         from std_msgs.msg import Float64MultiArray
 
         from librobot_drivers.drive_node import DriveNode
@@ -537,9 +537,10 @@ class _LoaderGraph:
             self.executor.add_node(node)
         self._last = -1.0
         self.camera_on = True
+        self.camera_period_s = camera_period_s
 
     def feed(self) -> None:
-        if time.monotonic() - self._last < CAMERA_PERIOD_S:
+        if time.monotonic() - self._last < self.camera_period_s:
             return
         self._last = time.monotonic()
         rolling = 1.2 / self.spec.drive.geometry.wheel_radius  # rad/s: the wheels measure 1.2 m/s
@@ -605,12 +606,15 @@ def test_a_vehicle_gets_implement_trajectories_and_wheel_speeds_and_a_stalled_po
         graph.close()
 
 
+@pytest.mark.parametrize("camera_period_s", [CAMERA_PERIOD_S, 0.19])
 def test_between_chunks_a_vehicle_gets_its_wheel_trajectory_every_period_while_the_inputs_are_fresh(
-        ros_context, spin, tiny_wheel_loader_checkpoint):
+        ros_context, spin, tiny_wheel_loader_checkpoint, camera_period_s):
     """Planning every 4 periods (0.4 s) outlasts the drive node's deadman (0.25 s): the node
     sends the wheel trajectory being driven again every period in between, and the wheels keep
-    turning. When the camera goes silent the renewals stop (a hold) and the wheels stop."""
-    graph = _LoaderGraph(ros_context, tiny_wheel_loader_checkpoint, replan_steps=4)
+    turning; also while an inference waits for the next camera frame (with frames 0.19 s apart,
+    about 0.17 s after each inference tick: a period's tick plus that wait outlasts the deadman).
+    When the camera goes silent the renewals stop (a hold) and the wheels stop."""
+    graph = _LoaderGraph(ros_context, tiny_wheel_loader_checkpoint, replan_steps=4, camera_period_s=camera_period_s)
     drive = graph.spec.drive
     try:
         assert spin(graph.executor, graph.driving, timeout_s=30.0), graph.policy._message
