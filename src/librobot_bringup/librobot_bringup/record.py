@@ -130,6 +130,7 @@ def main(argv=None) -> int:
             [expert_node(embodiment=args.robot)], args.robot, args.episodes, first_seed=args.seed,
             time_limit_s=args.time_limit, cameras=tuple(args.cameras), setup=attach_recorder, description="recording",
             log_dir=args.log_dir,
+            first_pause_s=1.0,  # the expert waits for the START: the recorder matches everyone first
         )
     finally:
         for recorder in recorders:

@@ -76,10 +76,12 @@ def run_sim_episodes(
     setup: Callable[[Node], None] | None = None,
     log_dir: Path | None = None,
     description: str = "episodes",
+    first_pause_s: float = 0.0,
 ) -> list[EpisodeResult]:
     """Start `robot`'s simulated twin with `commanders` and return once `episodes` have ended.
 
-    `time_limit_s` and `cameras` (rendered) default to the twin's config/<robot>_sim.yaml.
+    `time_limit_s` and `cameras` (rendered) default to the twin's config/<robot>_sim.yaml;
+    `first_pause_s`: the driver's wait before the first episode, once a commander is there.
 
     `setup(node)` runs before the graph starts, so that recorders and monitors it attaches to
     `node` see the first message of the first episode.
@@ -105,7 +107,8 @@ def run_sim_episodes(
             setup(node)
         node.create_subscription(EpisodeEvent, "/episode_events", on_event, EPISODE_EVENTS)
         driver = sim_driver_node(robot, episodes=episodes, first_seed=first_seed,
-                                 episode_time_limit_s=time_limit_s, cameras=list(cameras))
+                                 episode_time_limit_s=time_limit_s, cameras=list(cameras),
+                                 first_episode_pause_s=first_pause_s)
         others = [*machine_nodes(robot), *commanders]
         # a twin that is the clock may run slower than the wall: allow it SIM_CLOCK_SLOWDOWN
         slowdown = 1.0

@@ -72,6 +72,7 @@ class DriverNode(Node):
             time_limit_s=self.declare_parameter("episode_time_limit_s", 15.0).value,
             success_hold_s=self.declare_parameter("success_hold_s", 0.5).value,
             pause_s=self.declare_parameter("episode_pause_s", 1.0).value,
+            first_pause_s=self.declare_parameter("first_episode_pause_s", 0.0).value,
         )
         self._wait_for_commander = self.declare_parameter("wait_for_commander", True).value
         # real hardware in joint_commands mode: follow ros2_control only from a command at the arm

@@ -29,23 +29,27 @@ class EpisodeSchedule:
     first_seed: seed of episode 0;
     time_limit_s: an episode ends unsuccessful after this long; success_hold_s: it ends
     successful once the task has been solved continuously this long; pause_s: gap between
-    episodes (the robot holds still). The first episode starts at the first update: a commander
-    that drove the robot before its reset would start it moving, unlike every later episode and
-    unlike the demonstrations (a wheel loader's policy failed its first episode that way)."""
+    episodes (the robot holds still); first_pause_s: before the first episode, 0 by default: a
+    policy already drives the robot then, and its reset would start the episode moving, unlike
+    every later one and unlike the demonstrations (a wheel loader's policy failed its first
+    episode that way). A recording sets it: its expert waits for the START, and the pause lets
+    every subscriber match every publisher first."""
 
     episodes: int
     first_seed: int = 0
     time_limit_s: float = 15.0
     success_hold_s: float = 0.5
     pause_s: float = 1.0
+    first_pause_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.episodes < -1:
             raise ValueError(f"episodes must be >= -1 (-1: until stopped), got {self.episodes}")
-        if self.time_limit_s <= 0 or self.success_hold_s < 0 or self.pause_s < 0:
+        if self.time_limit_s <= 0 or self.success_hold_s < 0 or self.pause_s < 0 or self.first_pause_s < 0:
             raise ValueError(
                 f"bad episode timing: time_limit_s={self.time_limit_s}, "
-                f"success_hold_s={self.success_hold_s}, pause_s={self.pause_s}"
+                f"success_hold_s={self.success_hold_s}, pause_s={self.pause_s}, "
+                f"first_pause_s={self.first_pause_s}"
             )
 
 
@@ -71,7 +75,8 @@ class EpisodeManager:
         if self._phase_since is None:
             self._phase_since = now
         if self.phase is Phase.IDLE:
-            if self.index >= 0 and now - self._phase_since < self.schedule.pause_s:
+            pause = self.schedule.pause_s if self.index >= 0 else self.schedule.first_pause_s
+            if now - self._phase_since < pause:
                 return None
             self.index += 1
             self.phase, self._phase_since, self._solved_since = Phase.RUNNING, now, None

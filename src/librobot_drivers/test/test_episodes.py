@@ -25,6 +25,12 @@ def test_episodes_start_at_once_then_after_a_pause_and_time_out_unsuccessful():
     assert m.results == [False, False] and m.success_rate == 0.0
 
 
+def test_a_first_pause_delays_only_the_first_episode():
+    m = EpisodeManager(EpisodeSchedule(episodes=2, time_limit_s=2.0, pause_s=0.5, first_pause_s=1.0))
+    times = [t for t, _ in run(m)]
+    assert times[0] == pytest.approx(1.0, abs=0.11) and times[2] - times[1] == pytest.approx(0.5, abs=0.11)
+
+
 def test_success_needs_the_task_solved_for_the_hold_time():
     m = EpisodeManager(EpisodeSchedule(episodes=1, time_limit_s=10.0, success_hold_s=0.5, pause_s=0.0))
     events = run(m, solved_at=lambda index: 3.0)
