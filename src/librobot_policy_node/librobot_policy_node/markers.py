@@ -16,6 +16,7 @@ PREVIOUS_RGBA = (0.6, 0.6, 0.6, 0.5)
 # Sizes as fractions of the robot's reach (0.3 m for the SO-100: 4 mm lines, 25 mm text 35 cm up),
 # so that a wheel loader's paths are as visible as an arm's.
 LINE_WIDTH, TEXT_HEIGHT, TEXT_ABOVE = 1 / 75, 1 / 12, 7 / 6
+DEFAULT_REACH = 0.3  # m, where a robot's reach is unknown (its end effectors at the root)
 
 
 def _marker(frame: str, stamp: Time, ns: str, marker_id: int, kind: int) -> Marker:
@@ -26,7 +27,7 @@ def _marker(frame: str, stamp: Time, ns: str, marker_id: int, kind: int) -> Mark
 
 
 def chunk_markers(frame: str, stamp: Time, paths: Mapping[str, np.ndarray],
-                  previous: Mapping[str, np.ndarray] | None, text: str, reach: float = 0.3) -> MarkerArray:
+                  previous: Mapping[str, np.ndarray] | None, text: str, reach: float = DEFAULT_REACH) -> MarkerArray:
     """paths, previous: link -> (N, 3) positions in `frame` (id 0 the current chunk's, id 1 the
     previous one's, in namespace `chunk/<link>`); text: the status line; reach: the robot's size
     in m (the end effectors' distance from `frame`), which the lines and the text scale with."""

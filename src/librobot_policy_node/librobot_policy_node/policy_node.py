@@ -69,7 +69,7 @@ from librobot_models.serving import PolicyUnavailable
 from librobot_models.serving.client import SCHEMES, canonical_endpoint
 from librobot_policy_node import diagnostics
 from librobot_policy_node.loading import BackgroundLoader
-from librobot_policy_node.markers import chunk_markers
+from librobot_policy_node.markers import DEFAULT_REACH, chunk_markers
 from librobot_policy_node.chunking import LatencyWindow, ScheduledChunk, schedule_chunk
 from librobot_policy_node.observation import ObservationBuffer, ObservationNotReady
 
@@ -540,7 +540,7 @@ class PolicyNode(LifecycleNode):
         except ValueError as err:
             self.get_logger().error(f"no chunk markers: {err}")
             return
-        self._reach = max(float(np.linalg.norm(p)) for p in at_zero) or 0.3
+        self._reach = max(float(np.linalg.norm(p)) for p in at_zero) or DEFAULT_REACH
         self._kinematics = kinematics
 
     def _publish_markers(self, chunk: ScheduledChunk) -> None:
